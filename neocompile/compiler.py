@@ -1,0 +1,107 @@
+"""Compile a Relax module for a registry target and link it with the target's toolchain."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .errors import CompilationError
+from .targets import Target
+
+
+@dataclasses.dataclass
+class CompiledLibrary:
+    path: Path
+    target: dict[str, Any]  # the TVM target, dict form, as compiled
+    device_code: str  # what the accelerator part holds: "none", "cuda-source", ...
+    needs: list[str]  # what the package still needs on the device, in plain words
+
+
+def _toolchain(target: Target) -> Any:
+    from tvm.support import cc
+
+    if not shutil.which(target.cross_compiler):
+        raise CompilationError(
+            f"Cross compiler '{target.cross_compiler}' for {target.name} is not installed; "
+            f"install the Debian package '{target.toolchain_package}' (make deps does)"
+        )
+    return cc.cross_compiler(target.cross_compiler)
+
+
+def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path: Path) -> CompiledLibrary:
+    """``tvm.compile`` the module for ``target`` and export one shared library at ``out_path``."""
+    import tvm
+
+    target_dict = target.target_dict(options)
+    fcompile = _toolchain(target)
+    try:
+        tvm_target = tvm.target.Target(target_dict)
+    except Exception as exc:
+        raise CompilationError(f"OutputConfig: TVM rejects the target {target_dict} for {target.name}: {exc}") from exc
+    try:
+        with tvm_target:
+            executable = tvm.compile(mod, tvm_target)
+    except Exception as exc:
+        raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    try:
+        executable.export_library(str(out_path), fcompile=fcompile)
+    except Exception as exc:
+        raise CompilationError(
+            f"Linking the compiled model for {target.name} with {target.cross_compiler} failed: {_first_line(exc)}"
+        ) from exc
+    device_code, needs = _device_code(executable, target)
+    return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs)
+
+
+def _device_code(executable: Any, target: Target) -> tuple[str, list[str]]:
+    """Describe what the accelerator part of the library is, and what the device needs to run it."""
+    if target.accelerator is None:
+        return "none", []
+    kind = target.accelerator.get("kind")
+    formats = set()
+    try:
+        for imported in executable.mod.imports:
+            for sub in [imported, *getattr(imported, "imports", [])]:
+                formats.add(sub.kind if hasattr(sub, "kind") else sub.type_key)
+    except Exception:  # best effort: the description is informational
+        pass
+    if kind == "cuda":
+        return "cuda-source", [
+            f"CUDA device code was not compiled to a cubin for {target.accelerator.get('arch')} (no GPU toolchain at build time): "
+            "the library embeds CUDA source that must be compiled at load time (NVRTC via TVM's Python runtime).",
+            "A TVM runtime built with CUDA (libtvm_runtime_cuda.so) and a CUDA 12+ driver on the device.",
+        ]
+    if kind == "opencl":
+        return "opencl-source", [
+            "An OpenCL-enabled TVM runtime on the device (the PyPI wheel's runtime has no OpenCL) and the Intel OpenCL driver.",
+        ]
+    return f"{kind}", [f"A TVM runtime with {kind} support on the device."]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # TVM errors carry long C++ tracebacks; the last non-empty line is the message.
+    lines = [l for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def min_glibc(lib: Path, target: Target) -> str | None:
+    """The newest GLIBC_x.y symbol version the library requires (what the device's libc must provide)."""
+    prefix = target.cross_compiler.rsplit("-", 1)[0] + "-" if "-" in target.cross_compiler else ""
+    for tool in (f"{prefix}objdump", "objdump"):
+        if shutil.which(tool):
+            break
+    else:
+        return None
+    try:
+        out = subprocess.run([tool, "-T", str(lib)], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    versions = set()
+    for token in out.split():
+        token = token.strip("()")
+        if token.startswith("GLIBC_") and token[6:7].isdigit():
+            versions.add(tuple(int(x) for x in token[6:].split(".") if x.isdigit()))
+    return "GLIBC_" + ".".join(map(str, max(versions))) if versions else None

@@ -1,0 +1,323 @@
+"""The one compile path: fetch -> extract -> load -> compile -> verify -> package -> upload.
+
+The CLI, the Python API (and later the HTTP job API and the worker) are thin callers of ``run``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__, archive, datainput, options as options_mod, package, storage
+from .compiler import compile_library, min_glibc
+from .digest import blake2b_file
+from .errors import NeoError, ValidationError
+from .loaders import get_loader
+from .targets import Target, get_target, resolve_platform
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, skipped, verify
+
+STAGES = ("fetch", "extract", "load", "compile", "verify", "package", "upload")
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+@dataclasses.dataclass
+class StageEvent:
+    stage: str
+    status: str  # "start" | "done" | "failed"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+Progress = Callable[[StageEvent], None]
+
+
+@dataclasses.dataclass
+class CompilationRequest:
+    """What CreateCompilationJob carries, flattened."""
+
+    model_uri: str
+    framework: str
+    output_location: str
+    data_input_config: Any = None
+    target_device: str | None = None
+    target_platform: dict[str, Any] | None = None
+    compiler_options: Any = None
+    job_name: str | None = None
+    framework_version: str | None = None
+    max_runtime_seconds: int | None = None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> "CompilationRequest":
+        """Build a request from a CreateCompilationJob request body (InputConfig/OutputConfig/StoppingCondition)."""
+        if not isinstance(body, dict):
+            raise ValidationError("CreateCompilationJob request: expected a JSON object")
+        known = {"CompilationJobName", "RoleArn", "ModelPackageVersionArn", "InputConfig", "OutputConfig", "VpcConfig", "StoppingCondition", "Tags"}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise ValidationError(f"CreateCompilationJob request: unknown field(s) {unknown}; expected {sorted(known)}")
+        if body.get("ModelPackageVersionArn"):
+            raise ValidationError("ModelPackageVersionArn: model packages are not supported; give InputConfig instead")
+        inp, out = body.get("InputConfig"), body.get("OutputConfig")
+        if not isinstance(inp, dict):
+            raise ValidationError("InputConfig: missing; expected {S3Uri, Framework[, DataInputConfig, FrameworkVersion]}")
+        if not isinstance(out, dict):
+            raise ValidationError("OutputConfig: missing; expected {S3OutputLocation, TargetDevice | TargetPlatform[, CompilerOptions]}")
+        for field, value in (("InputConfig.S3Uri", inp.get("S3Uri")), ("InputConfig.Framework", inp.get("Framework")), ("OutputConfig.S3OutputLocation", out.get("S3OutputLocation"))):
+            if not value:
+                raise ValidationError(f"{field}: missing; it is required")
+        stop = body.get("StoppingCondition") or {}
+        if not isinstance(stop, dict):
+            raise ValidationError("StoppingCondition: expected a structure such as {\"MaxRuntimeInSeconds\": 900}")
+        return cls(
+            model_uri=inp["S3Uri"],
+            framework=inp["Framework"],
+            data_input_config=inp.get("DataInputConfig"),
+            framework_version=inp.get("FrameworkVersion"),
+            output_location=out["S3OutputLocation"],
+            target_device=out.get("TargetDevice"),
+            target_platform=out.get("TargetPlatform"),
+            compiler_options=out.get("CompilerOptions"),
+            job_name=body.get("CompilationJobName"),
+            max_runtime_seconds=stop.get("MaxRuntimeInSeconds"),
+        )
+
+
+@dataclasses.dataclass
+class Plan:
+    """A validated request: everything resolved that can be checked before any download."""
+
+    request: CompilationRequest
+    job_name: str
+    target: Target
+    options: dict[str, Any]
+    loader: Any
+    shapes: dict[str, tuple[int, ...]] | None
+    artifact_name: str
+
+
+@dataclasses.dataclass
+class CompilationResult:
+    job_name: str
+    artifact_uri: str
+    artifact_digest: str
+    meta: dict[str, Any]
+    verification: dict[str, Any]
+    timings: dict[str, float]
+    derived_data_input_config: dict[str, list[int]]
+
+
+def plan(request: CompilationRequest) -> Plan:
+    """Validate the request (framework, target, options, DataInputConfig, names); no I/O but the registry."""
+    job_name = request.job_name or f"neocompile-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not JOB_NAME.match(job_name):
+        raise ValidationError(
+            f"CompilationJobName: '{job_name}' is not valid; expected 1-63 letters, digits and hyphens, "
+            "starting and ending with a letter or digit (pattern [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})"
+        )
+    loader = get_loader(request.framework)
+    if request.target_device and request.target_platform:
+        raise ValidationError("OutputConfig: TargetDevice and TargetPlatform are mutually exclusive; give one of them")
+    if request.target_device:
+        target = get_target(request.target_device)
+    elif request.target_platform:
+        target = resolve_platform(request.target_platform)
+    else:
+        raise ValidationError("OutputConfig: one of TargetDevice or TargetPlatform is required")
+    opts = options_mod.parse(request.compiler_options)
+    if target.platform.get("Accelerator") == "NVIDIA" and request.target_platform:
+        missing = [k for k in ("gpu-code", "trt-ver", "cuda-ver") if k not in opts]
+        if missing:
+            raise ValidationError(
+                f"OutputConfig.CompilerOptions: TargetPlatform with Accelerator NVIDIA requires {', '.join(missing)}; "
+                "expected e.g. {'gpu-code': 'sm_53', 'trt-ver': '8.2.1', 'cuda-ver': '10.2'}"
+            )
+    if request.max_runtime_seconds is not None and (
+        isinstance(request.max_runtime_seconds, bool) or not isinstance(request.max_runtime_seconds, int) or request.max_runtime_seconds < 1
+    ):
+        raise ValidationError(
+            f"StoppingCondition.MaxRuntimeInSeconds: {request.max_runtime_seconds!r} is not valid; expected an integer >= 1"
+        )
+    shapes = datainput.parse(request.data_input_config, loader.name, allow_list=loader.accepts_list)
+    return Plan(
+        request=request,
+        job_name=job_name,
+        target=target,
+        options=opts,
+        loader=loader,
+        shapes=shapes,
+        artifact_name=package.package_name(request.model_uri, target.label),
+    )
+
+
+class _Stages:
+    """Times stages and reports them to the progress callback."""
+
+    def __init__(self, progress: Progress | None, deadline: float | None):
+        self.progress = progress or (lambda e: None)
+        self.deadline = deadline
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        return _Stage(self, name)
+
+
+class _Stage:
+    def __init__(self, owner: _Stages, name: str):
+        self.owner, self.name, self.detail = owner, name, ""
+
+    def __enter__(self):
+        from .errors import JobTimeout
+
+        if self.owner.deadline is not None and time.monotonic() > self.owner.deadline:
+            raise JobTimeout("The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds")
+        self.start = time.perf_counter()
+        self.owner.progress(StageEvent(self.name, "start"))
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        took = time.perf_counter() - self.start
+        self.owner.timings[self.name] = round(took, 3)
+        self.owner.progress(StageEvent(self.name, "failed" if exc else "done", took, str(exc) if exc else self.detail))
+        return False
+
+
+def run(request: CompilationRequest, progress: Progress | None = None, workdir: Path | None = None) -> CompilationResult:
+    """Run the whole compile path for one request. Raises a NeoError subclass on any user-facing failure."""
+    p = plan(request)
+    deadline = time.monotonic() + request.max_runtime_seconds if request.max_runtime_seconds else None
+    stage = _Stages(progress, deadline)
+    storage.check_writable(request.output_location)
+    owned = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="neocompile-")) if owned else Path(workdir)
+    try:
+        return _run(p, stage, work)
+    finally:
+        if owned:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
+    req, target = p.request, p.target
+    with stage("fetch") as s:
+        archive_path = storage.fetch(req.model_uri, work / "input")
+        s.detail = f"{archive_path.stat().st_size} bytes"
+    with stage("extract") as s:
+        root = archive.extract(archive_path, work / "model")
+        model_file = p.loader.find_model(root)
+        s.detail = str(model_file.relative_to(root))
+    with stage("load") as s:
+        loaded = p.loader.load(model_file, p.shapes, p.options)
+        s.detail = loaded.route
+    staging = work / "package"
+    staging.mkdir()
+    with stage("compile") as s:
+        compiled = compile_library(loaded.mod, target, p.options, staging / package.LIBRARY)
+        s.detail = f"{target.name}: {compiled.target}"
+    with stage("verify") as s:
+        report, runtime_dir, driver, runtime_note = _verify(p, loaded, compiled)
+        s.detail = report.get("status", "") + (f" ({report.get('reason')})" if report.get("reason") else "")
+    with stage("package") as s:
+        bundled = package.add_runtime(staging, runtime_dir, driver)
+        package.write_report(staging, report)
+        meta = _meta(p, loaded, compiled, report, bundled, runtime_note)
+        package.write_meta(staging, meta)
+        tarball = package.make_tarball(staging, work / p.artifact_name)
+        digest = blake2b_file(tarball)
+        s.detail = f"{p.artifact_name}, {tarball.stat().st_size} bytes"
+    with stage("upload") as s:
+        uri = storage.put(tarball, req.output_location, p.artifact_name)
+        s.detail = uri
+    return CompilationResult(
+        job_name=p.job_name,
+        artifact_uri=uri,
+        artifact_digest=digest,
+        meta=meta,
+        verification=report,
+        timings=dict(stage.timings),
+        derived_data_input_config=loaded.data_input_config,
+    )
+
+
+def _verify(p: Plan, loaded, compiled) -> tuple[dict[str, Any], Path | None, Path | None, str]:
+    """Verify where the package can run (natively or under emulation); also pick the runtime to bundle."""
+    from . import emulate, runtime_libs
+    from .runtime import run_library
+
+    target = p.target
+    runtime_dir = driver = None
+    runtime_note = ""
+    try:
+        runtime_dir = runtime_libs.runtime_libraries(target.arch)
+        driver = emulate.build_driver(target)
+    except NeoError as exc:
+        runtime_note = str(exc)
+    names = [o.name for o in loaded.outputs]
+    tol = {"rtol": p.options.get("verify-rtol", DEFAULT_RTOL), "atol": p.options.get("verify-atol", DEFAULT_ATOL)}
+    if not p.options.get("verify", True):
+        return skipped("disabled by CompilerOptions verify=false"), runtime_dir, driver, runtime_note
+    if loaded.reference is None:
+        return skipped(f"no reference runtime for {loaded.framework}"), runtime_dir, driver, runtime_note
+    if target.accelerator is not None:
+        return skipped(f"the model runs on the {target.accelerator['kind']} accelerator, which this machine cannot run"), runtime_dir, driver, runtime_note
+    if target.host_is_native():
+        report = verify(lambda xs: run_library(compiled.path, xs), loaded.reference, loaded.inputs, names, "native", **tol)
+    else:
+        ok, why = emulate.can_emulate(target)
+        if not ok:
+            return skipped(why), runtime_dir, driver, runtime_note
+        cpu = target.cpu.get("emulate_cpu")
+        mode = f"emulated: {target.emulator['command']}" + (f" -cpu {cpu}" if cpu else "")
+        report = verify(lambda xs: emulate.run_library(compiled.path, target, xs), loaded.reference, loaded.inputs, names, mode, **tol)
+    # Shapes the importer could not infer statically are taken from the verified run.
+    for spec_i, row in enumerate(report.get("outputs", [])):
+        if spec_i < len(loaded.outputs) and (loaded.outputs[spec_i].shape is None or not all(isinstance(d, int) for d in loaded.outputs[spec_i].shape)):
+            loaded.outputs[spec_i] = dataclasses.replace(loaded.outputs[spec_i], shape=tuple(row["shape"]))
+    return report, runtime_dir, driver, runtime_note
+
+
+def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str], runtime_note: str) -> dict[str, Any]:
+    from .runtime_libs import runtime_versions
+
+    target = p.target
+    versions = runtime_versions()
+    return {
+        "Requirements": {
+            "TargetDevice": target.name.upper(),
+            "TargetDeviceType": target.device_type,
+            "MinGlibc": min_glibc(compiled.path, target),
+            "Runtime": f"apache-tvm {versions.get('tvm')} (Relax VM), apache-tvm-ffi {versions.get('tvm-ffi')}",
+            "DeviceNeeds": compiled.needs,
+        },
+        "Compilation": {
+            "CreatedTime": package.now_iso(),
+            "CompilationJobName": p.job_name,
+            "Compiler": f"neocompile {__version__}",
+            "TVMVersion": versions.get("tvm"),
+            "TVMFFIVersion": versions.get("tvm-ffi"),
+            "TargetDevice": target.name,
+            "TargetPlatform": target.platform,
+            "Target": compiled.target,
+            "Triple": target.triple,
+            "Arch": target.arch,
+            "FloatABI": target.float_abi,
+            "Mcpu": compiled.target.get("host", compiled.target).get("mcpu"),
+            "CrossCompiler": target.cross_compiler,
+            "DeviceCode": compiled.device_code,
+            "Framework": loaded.framework,
+            "FrameworkVersion": p.request.framework_version or loaded.framework_version,
+            "SourceFrameworkVersion": loaded.framework_version,
+            "ImportRoute": loaded.route,
+            "CompilerOptions": p.options,
+            "DataInputConfig": loaded.data_input_config,
+        },
+        "Model": {
+            "Inputs": [s.to_meta() for s in loaded.inputs],
+            "Outputs": [s.to_meta() for s in loaded.outputs],
+        },
+        "Runtime": {"Bundled": bundled, "Note": runtime_note or None},
+        "Verification": {k: report[k] for k in ("status", "mode", "reason") if k in report},
+    }

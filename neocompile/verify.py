@@ -1,0 +1,92 @@
+"""Verification: run the compiled model next to the source framework on seeded random inputs."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .datainput import TensorSpec
+from .errors import NeoError, VerificationError
+
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-4
+SEED = 20261126
+
+
+def random_inputs(specs: Sequence[TensorSpec], seed: int = SEED) -> list[np.ndarray]:
+    """Seeded inputs: standard normal for floats, small non-negative integers for ints, 0/1 for bools."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        shape = tuple(int(d) for d in spec.shape)
+        if spec.dtype.startswith("float"):
+            arrays.append(rng.standard_normal(shape).astype(spec.dtype))
+        elif spec.dtype == "bool":
+            arrays.append(rng.integers(0, 2, shape).astype(bool))
+        else:
+            arrays.append(rng.integers(0, 10, shape).astype(spec.dtype))
+    return arrays
+
+
+def compare(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], names: Sequence[str], rtol: float, atol: float) -> tuple[bool, list[dict[str, Any]]]:
+    """Per-output max abs/rel error and whether all are within ``|a-e| <= atol + rtol*|e|``."""
+    if len(actual) != len(expected):
+        raise VerificationError(
+            f"Verification failed: the compiled model returned {len(actual)} outputs, the source framework {len(expected)}"
+        )
+    rows, ok = [], True
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        name = names[i] if i < len(names) else f"output_{i}"
+        a, e = np.asarray(a), np.asarray(e)
+        if a.shape != e.shape:
+            raise VerificationError(
+                f"Verification failed: output '{name}' has shape {list(a.shape)}, the source framework gives {list(e.shape)}"
+            )
+        diff = np.abs(a.astype(np.float64) - e.astype(np.float64))
+        max_abs = float(diff.max()) if diff.size else 0.0
+        max_rel = float((diff / np.maximum(np.abs(e.astype(np.float64)), 1e-12)).max()) if diff.size else 0.0
+        within = bool(np.all(diff <= atol + rtol * np.abs(e.astype(np.float64))))
+        ok &= within
+        rows.append({"name": name, "shape": list(a.shape), "max_abs_error": max_abs, "max_rel_error": max_rel, "within_tolerance": within})
+    return ok, rows
+
+
+def verify(
+    run_compiled: Callable[[list[np.ndarray]], list[np.ndarray]],
+    reference: Callable[[Sequence[np.ndarray]], list[np.ndarray]],
+    inputs: Sequence[TensorSpec],
+    output_names: Sequence[str],
+    mode: str,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+) -> dict[str, Any]:
+    """Run both sides, return the report; raise VerificationError when outside tolerance."""
+    arrays = random_inputs(inputs)
+    start = time.perf_counter()
+    expected = reference(arrays)
+    actual = run_compiled(arrays)
+    ok, rows = compare(actual, expected, output_names, rtol, atol)
+    report = {
+        "status": "passed" if ok else "failed",
+        "mode": mode,
+        "seed": SEED,
+        "rtol": rtol,
+        "atol": atol,
+        "outputs": rows,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if not ok:
+        worst = ", ".join(f"{r['name']}: max abs {r['max_abs_error']:.3g}, max rel {r['max_rel_error']:.3g}" for r in rows if not r["within_tolerance"])
+        err = VerificationError(
+            f"Verification failed: the compiled model differs from the source framework beyond tolerance "
+            f"(rtol {rtol}, atol {atol}) on seeded random inputs: {worst}"
+        )
+        err.report = report  # type: ignore[attr-defined]
+        raise err
+    return report
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    return {"status": "skipped", "reason": reason}
