@@ -127,7 +127,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_targets(args: argparse.Namespace) -> int:
     from .targets import all_targets
 
-    rows = [t.summary() for t in all_targets().values()]
+    targets = list(all_targets().values())
+    if args.native:
+        # Most specific first: the device whose CPU features this machine covers most fully.
+        native = sorted((t for t in targets if t.host_is_native() and t.accelerator is None),
+                        key=lambda t: (-len(t.cpu.get("host_features") or []), t.name))
+        print("\n".join(t.name for t in native))
+        return 0
+    rows = [t.summary() for t in targets]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -184,6 +191,7 @@ def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
         pc.set_defaults(func=cmd_compile)
         pt = sub.add_parser("targets", help="list the TargetDevices of the registry")
         pt.add_argument("--json", action="store_true")
+        pt.add_argument("--native", action="store_true", help="only the devices whose code runs on this machine, best first")
         pt.set_defaults(func=cmd_targets)
         pr = sub.add_parser("run", help="run a compiled package on this machine and print its outputs")
         pr.add_argument("package", help="a package .tar.gz or its extracted folder")

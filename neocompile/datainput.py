@@ -42,14 +42,13 @@ def parse_structured(text: Any, field: str) -> Any:
         if '\\"' in cand:
             candidates.append(cand.replace('\\"', '"'))
     for cand in candidates:
-        try:
-            return json.loads(cand)
-        except (json.JSONDecodeError, ValueError):
-            pass
-        try:
-            return ast.literal_eval(cand)  # single-quoted Python-ish dicts, True/False
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            pass
+        for loads in (json.loads, ast.literal_eval):  # literal_eval: single-quoted Python-ish dicts, True/False
+            try:
+                value = loads(cand)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue
+            # A JSON string holding JSON (the value serialised twice) is unwrapped once.
+            return parse_structured(value, field) if isinstance(value, str) and value.strip()[:1] in "{[" else value
     return None
 
 

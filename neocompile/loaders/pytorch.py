@@ -7,7 +7,9 @@ conversion fails, through ``torch.onnx.export`` -> the ONNX frontend. ``.pt2`` f
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +38,10 @@ class PyTorchLoader(Loader):
     accepts_list = True
 
     def load(self, path: Path, shapes: dict[str, tuple[int, ...]] | None, options: dict[str, Any]) -> LoadedModel:
+        with _quiet():
+            return self._load(path, shapes, options)
+
+    def _load(self, path: Path, shapes: dict[str, tuple[int, ...]] | None, options: dict[str, Any]) -> LoadedModel:
         import torch
 
         dtype = options.get("dtype", "float32")
@@ -97,12 +103,10 @@ class PyTorchLoader(Loader):
         try:
             from torch._export.converter import TS2EPConverter
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if isinstance(module, torch.jit.ScriptModule):
-                    program = TS2EPConverter(module, examples).convert()
-                else:
-                    program = torch.export.export(module, examples)
+            if isinstance(module, torch.jit.ScriptModule):
+                # The converter leaves dims symbolic (Dim.AUTO); re-export pins them to the given shapes.
+                module = TS2EPConverter(module, examples).convert().module()
+            program = torch.export.export(module, examples, strict=False)
             return from_exported_program(program, keep_params_as_input=False), "torchscript -> torch.export (TS2EPConverter) -> relax"
         except Exception as first:
             first_error = first
@@ -114,9 +118,7 @@ class PyTorchLoader(Loader):
         names = [s.name for s in declared]
         buf = io.BytesIO()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(module, examples, buf, input_names=names, dynamo=False, opset_version=17)
+            torch.onnx.export(module, examples, buf, input_names=names, dynamo=False, opset_version=17)
             model = onnx.load_from_string(buf.getvalue())
         except Exception as exc:
             raise _fail(f"Conversion failed (torch.export: {type(first_error).__name__}: {first_error}; ONNX export)", exc) from exc
@@ -155,6 +157,24 @@ class PyTorchLoader(Loader):
             route="torch.export program -> relax.frontend.torch.from_exported_program",
             data_input_config={k: list(v) for k, v in shapes.items()},
         )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep torch's export chatter (specialisation notes, deprecations) off the user's terminal."""
+    import torch  # noqa: F401  (registers torch's loggers, which set their own levels)
+
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("torch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _example(spec: TensorSpec):

@@ -1,0 +1,64 @@
+# neocompile: every set-up step lives here. `make run` and `make test` install what they need on a fresh
+# Debian machine (apt packages, a virtualenv with pinned wheels) and are no-ops the second time.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+APT_PACKAGES := g++ g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user binutils
+OUT ?= out
+EXAMPLE := examples/model.tar.gz
+CROSS_TARGET ?= rasp3b
+PYTEST_ARGS ?=
+
+.PHONY: all deps run test bench targets clean distclean
+
+all: test
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "pip: installing neocompile and its pinned dependencies into $(VENV) (first run: a few minutes)"
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import tvm, onnx, onnxruntime, torch, boto3, neocompile" || { echo "dependency install failed"; exit 1; }
+	@touch $@
+
+deps: $(STAMPS)/venv
+
+# Compile the bundled example for the best registry device this CPU runs natively and for one cross
+# target, then run the host package and print its outputs.
+run: deps
+	@host=$$($(BIN)/neocompile targets --native | head -n1); \
+	test -n "$$host" || { echo "no registry device runs natively on this CPU"; exit 1; }; \
+	echo "== compile $(EXAMPLE) for $$host (this machine) and $(CROSS_TARGET) (cross)"; \
+	for t in $$host $(CROSS_TARGET); do \
+	  $(BIN)/compile-model --framework ONNX --model-uri $(EXAMPLE) --data-input-config '{"data":[1,3,64,64]}' \
+	    --target-device $$t --output-location $(OUT) || exit 1; \
+	done; \
+	echo "== run $(OUT)/model-$$host.tar.gz"; \
+	$(BIN)/neocompile run $(OUT)/model-$$host.tar.gz
+
+test: deps
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: deps
+	@$(BIN)/python bench/bench.py
+
+targets: deps
+	@$(BIN)/neocompile targets
+
+clean:
+	rm -rf $(OUT) bench/work .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) $(STAMPS) *.egg-info
