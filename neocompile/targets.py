@@ -198,4 +198,5 @@ def resolve_platform(platform: dict[str, Any]) -> Target:
         template,
         name=label,
         description=f"TargetPlatform {label} (compiled like registry device {template.name})",
+        platform={"Os": os_, "Arch": arch, "Accelerator": accel},
     )
