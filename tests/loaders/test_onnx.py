@@ -1,0 +1,51 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from neocompile.errors import InputConfigurationError
+from neocompile.loaders import get_loader
+from neocompile import modelzoo
+
+
+def _save(tmp_path, model, name="m.onnx"):
+    path = tmp_path / name
+    onnx.save(model, path)
+    return path
+
+
+def test_loads_with_declared_names_and_binds_the_given_batch(tmp_path):
+    loaded = get_loader("onnx").load(_save(tmp_path, modelzoo.small_cnn(size=16)), {"data": (2, 3, 16, 16)}, {})
+    assert [(i.name, i.shape) for i in loaded.inputs] == [("data", (2, 3, 16, 16))]
+    assert [(o.name, o.dtype, o.shape) for o in loaded.outputs] == [("prob", "float32", (2, 10))]
+    assert [p.name for p in loaded.mod["main"].params] == ["data"]  # weights bound, not inputs
+
+
+def test_reference_runs_onnxruntime(tmp_path):
+    loaded = get_loader("ONNX").load(_save(tmp_path, modelzoo.small_cnn(size=16)), {"data": (1, 3, 16, 16)}, {})
+    (out,) = loaded.reference([np.ones((1, 3, 16, 16), np.float32)])
+    assert out.shape == (1, 10) and np.isclose(out.sum(), 1.0)
+
+
+def test_unsupported_operators_are_all_listed(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("LSTM", ["x", "w", "r"], ["h"], hidden_size=2),
+             helper.make_node("GRU", ["h", "w2", "r2"], ["y"], hidden_size=2)]
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, [1, 8, 8], np.zeros(64)) for n in ("w", "r")]
+    inits += [helper.make_tensor(n, TensorProto.FLOAT, [1, 6, 2], np.zeros(12)) for n in ("w2", "r2")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(InputConfigurationError, match=r"TVM cannot convert ONNX model.*not implemented: \{GRU, LSTM\}"):
+        get_loader("ONNX").load(_save(tmp_path, model), {"x": (1, 4, 8)}, {})
+
+
+def test_a_corrupt_file_is_reported_not_crashed(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(InputConfigurationError, match="Unable to load ONNX model m.onnx"):
+        get_loader("ONNX").load(path, None, {})
+
+
+def test_frameworks_without_a_loader_yet_say_so():
+    with pytest.raises(InputConfigurationError, match="'TENSORFLOW' is not supported by this version of neocompile yet; supported: ONNX, PYTORCH"):
+        get_loader("TENSORFLOW")

@@ -1,0 +1,91 @@
+"""The Python API: compile_model, the deadline, and the runtime Model."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import neocompile
+from neocompile import modelzoo
+from neocompile.errors import JobTimeout, PackageError, VerificationError
+from neocompile.runtime import Model
+from tests.models import SMALL_CONFIG, small_onnx_archive
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    events = []
+    result = neocompile.compile_model(
+        model_uri=str(small_onnx_archive(tmp)), framework="onnx", output_location=str(tmp / "out"),
+        data_input_config={"data": [1, 3, 32, 32]}, target_device="ml_c5", job_name="api-job", progress=events.append,
+    )
+    return result, events
+
+
+def test_compile_model_returns_artifact_digest_and_timings(compiled):
+    result, events = compiled
+    assert result.job_name == "api-job" and result.artifact_uri.endswith("out/model-ml_c5.tar.gz")
+    assert result.artifact_digest.startswith("blake2b-256:") and len(result.artifact_digest) == len("blake2b-256:") + 64
+    assert list(result.timings) == ["fetch", "extract", "load", "compile", "verify", "package", "upload"]
+    assert [e.stage for e in events if e.status == "done"] == list(result.timings)
+    assert result.derived_data_input_config == {"data": [1, 3, 32, 32]}
+
+
+def test_model_exposes_dlr_style_signature(compiled):
+    model = Model(compiled[0].artifact_uri)
+    assert model.input_names == ["data"] and model.input_shapes == {"data": [1, 3, 32, 32]}
+    assert model.output_names == ["prob"] and model.get_output_names() == ["prob"]
+
+
+def test_model_runs_dict_list_and_single_array_alike(compiled):
+    model = Model(compiled[0].artifact_uri)
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    a, b, c = model.run({"data": x}), model.run([x]), model.run(x)
+    assert a[0].shape == (1, 10)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[0], c[0])
+
+
+def test_model_refuses_wrong_input_shape_and_names(compiled):
+    model = Model(compiled[0].artifact_uri)
+    with pytest.raises(PackageError, match=r"Input 'data' has shape \[1, 3, 16, 16\]; the model was compiled for \[1, 3, 32, 32\]"):
+        model.run(np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(PackageError, match=r"missing \['data'\], unexpected \['image'\]"):
+        model.run({"image": np.zeros((1, 3, 32, 32), np.float32)})
+
+
+def test_model_refuses_a_device_type_mismatch_like_dlr(compiled):
+    with pytest.raises(PackageError, match='requires device type "cpu" but user gave "gpu"'):
+        Model(compiled[0].artifact_uri, dev_type="gpu")
+
+
+def test_model_refuses_a_package_for_another_architecture(tmp_path):
+    result = neocompile.compile_model(str(small_onnx_archive(tmp_path)), "ONNX", str(tmp_path / "o"), SMALL_CONFIG,
+                                      target_device="rk3399", compiler_options={"verify": False})
+    assert result.verification == {"status": "skipped", "reason": "disabled by CompilerOptions verify=false"}
+    with pytest.raises(PackageError, match="is for aarch64 .*but this machine is x86_64"):
+        Model(result.artifact_uri)
+
+
+def test_zero_tolerance_verification_fails_the_job_with_numbers(tmp_path):
+    with pytest.raises(VerificationError, match=r"beyond tolerance \(rtol 0.0, atol 0.0\).*prob: max abs [0-9.e-]+, max rel"):
+        neocompile.compile_model(str(small_onnx_archive(tmp_path)), "ONNX", str(tmp_path / "o"), SMALL_CONFIG,
+                                 target_device="ml_c5", compiler_options={"verify-atol": 0, "verify-rtol": 0})
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_deadline_stops_the_compile_and_leaves_nothing(tmp_path):
+    archive = modelzoo.onnx_archive(tmp_path / "big.tar.gz", modelzoo.resnet(depth=50))
+    start = time.monotonic()
+    with pytest.raises(JobTimeout, match=r"exceeded StoppingCondition.MaxRuntimeInSeconds \(3 s\) during the '\w+' stage"):
+        neocompile.compile_model(str(archive), "ONNX", str(tmp_path / "o"), target_device="ml_c5", max_runtime_seconds=3)
+    assert time.monotonic() - start < 3 + 15  # stopped, not waited out
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_job_within_its_deadline_returns_the_childs_result(tmp_path):
+    result = neocompile.compile_model(str(small_onnx_archive(tmp_path)), "ONNX", str(tmp_path / "o"), SMALL_CONFIG,
+                                      target_device="ml_c5", max_runtime_seconds=300)
+    assert result.verification["status"] == "passed" and (tmp_path / "o" / "model-ml_c5.tar.gz").is_file()

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from neocompile.datainput import TensorSpec
+from neocompile.errors import VerificationError
+from neocompile.verify import random_inputs, verify
+
+SPECS = [TensorSpec("x", "float32", (2, 3)), TensorSpec("ids", "int64", (4,))]
+
+
+def test_random_inputs_are_seeded_and_typed():
+    a, b = random_inputs(SPECS), random_inputs(SPECS)
+    assert a[0].dtype == np.float32 and a[1].dtype == np.int64 and a[0].shape == (2, 3)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_matching_outputs_pass_with_error_numbers():
+    report = verify(lambda xs: [xs[0] * 2], lambda xs: [xs[0] * 2 + 1e-7], SPECS, ["y"], "native")
+    assert report["status"] == "passed" and 0 < report["outputs"][0]["max_abs_error"] < 1e-6
+
+
+def test_a_wrong_result_fails_with_the_numbers_in_the_message():
+    with pytest.raises(VerificationError, match=r"y: max abs 0.5, max rel") as info:
+        verify(lambda xs: [xs[0] + 0.5], lambda xs: [xs[0]], SPECS, ["y"], "native")
+    assert info.value.report["status"] == "failed"
+
+
+def test_shape_or_count_mismatch_is_explained():
+    with pytest.raises(VerificationError, match=r"output 'y' has shape \[3, 2\], the source framework gives \[2, 3\]"):
+        verify(lambda xs: [xs[0].T], lambda xs: [xs[0]], SPECS, ["y"], "native")
+    with pytest.raises(VerificationError, match="returned 2 outputs, the source framework 1"):
+        verify(lambda xs: [xs[0], xs[0]], lambda xs: [xs[0]], SPECS, ["y"], "native")
