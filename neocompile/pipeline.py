@@ -251,7 +251,8 @@ def _verify(p: Plan, loaded, compiled) -> tuple[dict[str, Any], Path | None, Pat
     runtime_dir = driver = None
     runtime_note = ""
     try:
-        runtime_dir = runtime_libs.runtime_libraries(target.arch)
+        # armv7 has no wheel: its runtime is cross-built once from the wheel's sources (about 2 min), then cached.
+        runtime_dir = runtime_libs.runtime_libraries(target.arch, build_missing=True)
         driver = emulate.build_driver(target)
     except NeoError as exc:
         runtime_note = str(exc)

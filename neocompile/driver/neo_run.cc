@@ -1,0 +1,203 @@
+// neo_run: run a TVM Relax VM library once, without Python.
+//
+//   neo_run <model.so> <io-dir>
+//
+// <io-dir>/inputs.txt has one line per input of `main`, in order:
+//   <dtype> <ndim> <d0> ... <d(ndim-1)> <path-to-raw-little-endian-file>
+// (a relative path is taken relative to <io-dir>). Every output tensor of `main` (a tensor, or a
+// possibly nested tuple of tensors, flattened depth first) is written to <io-dir>/output_<i>.bin
+// and described in <io-dir>/outputs.txt in the same format (with the bare file name).
+// Any failure: a message on stderr and a non-zero exit status.
+//
+// Built against the tvm-ffi headers only; link with -ltvm_runtime -ltvm_ffi (--no-as-needed so the
+// runtime's static registrations, e.g. the Relax VM executable loader, run).
+#include <dlfcn.h>
+#include <tvm/ffi/any.h>
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/dtype.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/extra/module.h>
+#include <tvm/ffi/function.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ffi = tvm::ffi;
+
+namespace {
+
+constexpr int kPooledAllocator = 2;  // tvm::runtime::memory::AllocatorType::kPooled
+
+struct CPUAlloc {
+  void AllocData(DLTensor* t) {
+    size_t n = ffi::GetDataSize(*t);
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, n == 0 ? 64 : n) != 0) throw std::runtime_error("out of memory");
+    t->data = p;
+  }
+  void FreeData(DLTensor* t) { std::free(t->data); }
+};
+
+struct TensorSpec {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::string path;
+};
+
+[[noreturn]] void Fail(const std::string& msg) { throw std::runtime_error(msg); }
+
+std::string JoinPath(const std::string& dir, const std::string& p) {
+  if (!p.empty() && p[0] == '/') return p;
+  return dir + "/" + p;
+}
+
+std::vector<TensorSpec> ReadSpecs(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) Fail("cannot open " + file);
+  std::vector<TensorSpec> specs;
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::istringstream ss(line);
+    TensorSpec s;
+    int ndim = -1;
+    if (!(ss >> s.dtype >> ndim) || ndim < 0) Fail(file + ":" + std::to_string(lineno) + ": bad line: " + line);
+    for (int i = 0; i < ndim; ++i) {
+      int64_t d;
+      if (!(ss >> d) || d < 0) Fail(file + ":" + std::to_string(lineno) + ": bad dimension: " + line);
+      s.shape.push_back(d);
+    }
+    std::getline(ss >> std::ws, s.path);
+    while (!s.path.empty() && (s.path.back() == '\r' || s.path.back() == ' ')) s.path.pop_back();
+    if (s.path.empty()) Fail(file + ":" + std::to_string(lineno) + ": missing data path: " + line);
+    specs.push_back(std::move(s));
+  }
+  return specs;
+}
+
+ffi::Tensor LoadTensor(const TensorSpec& s, const std::string& dir) {
+  DLDataType dtype = ffi::StringToDLDataType(s.dtype);
+  ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(s.shape.data(), s.shape.size()), dtype,
+                                           DLDevice{kDLCPU, 0});
+  size_t nbytes = ffi::GetDataSize(*t.GetDLTensorPtr());
+  std::string path = JoinPath(dir, s.path);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) Fail("cannot open input data " + path);
+  std::streamoff size = in.tellg();
+  if (size != static_cast<std::streamoff>(nbytes)) {
+    Fail("input data " + path + " has " + std::to_string(size) + " bytes; " + s.dtype + " shape needs " +
+         std::to_string(nbytes));
+  }
+  in.seekg(0);
+  if (nbytes && !in.read(static_cast<char*>(t.data_ptr()), nbytes)) Fail("cannot read " + path);
+  return t;
+}
+
+void Flatten(const ffi::Any& v, std::vector<ffi::Tensor>* out) {
+  if (auto t = v.as<ffi::Tensor>()) {
+    out->push_back(*t);
+  } else if (auto arr = v.as<ffi::Array<ffi::Any>>()) {
+    for (const ffi::Any& e : *arr) Flatten(e, out);
+  } else if (auto i = v.as<int64_t>()) {
+    int64_t x = *i;
+    ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(nullptr, 0), DLDataType{kDLInt, 64, 1},
+                                             DLDevice{kDLCPU, 0});
+    std::memcpy(t.data_ptr(), &x, sizeof(x));
+    out->push_back(t);
+  } else if (auto f = v.as<double>()) {
+    double x = *f;
+    ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(nullptr, 0),
+                                             DLDataType{kDLFloat, 64, 1}, DLDevice{kDLCPU, 0});
+    std::memcpy(t.data_ptr(), &x, sizeof(x));
+    out->push_back(t);
+  } else {
+    Fail("main returned a value of type " + v.GetTypeKey() + "; expected tensors or tuples of tensors");
+  }
+}
+
+void WriteTensor(const ffi::Tensor& t, const std::string& dir, const std::string& name, std::ostream& index) {
+  if (t.device().device_type != kDLCPU) Fail("output " + name + " is not on the CPU");
+  const DLTensor* dl = t.GetDLTensorPtr();
+  if (!t.IsContiguous()) Fail("output " + name + " is not contiguous");
+  size_t nbytes = ffi::GetDataSize(*dl);
+  const char* data = static_cast<const char*>(dl->data) + dl->byte_offset;
+  std::string path = dir + "/" + name;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out || (nbytes && !out.write(data, nbytes)) || !out.flush()) Fail("cannot write " + path);
+  index << std::string(ffi::DLDataTypeToString(t.dtype())) << ' ' << t.ndim();
+  for (int i = 0; i < t.ndim(); ++i) index << ' ' << t.shape()[i];
+  index << ' ' << name << '\n';
+}
+
+int Run(const std::string& lib_path, const std::string& dir) {
+  // Optional extras (sort/topk/random kernels) when shipped beside the runtime.
+  dlopen("libtvm_runtime_extra.so", RTLD_NOW | RTLD_GLOBAL);
+
+  std::vector<TensorSpec> specs = ReadSpecs(dir + "/inputs.txt");
+  std::vector<ffi::Tensor> inputs;
+  for (const TensorSpec& s : specs) inputs.push_back(LoadTensor(s, dir));
+
+  auto t0 = std::chrono::steady_clock::now();
+  ffi::Module exec = ffi::Module::LoadFromFile(lib_path);
+  ffi::Optional<ffi::Function> load_exec = exec->GetFunction("vm_load_executable");
+  if (!load_exec.has_value()) Fail(lib_path + " is not a Relax VM executable (no vm_load_executable)");
+  ffi::Module vm = (*load_exec)().cast<ffi::Module>();
+  ffi::Optional<ffi::Function> init = vm->GetFunction("vm_initialization");
+  if (!init.has_value()) Fail(lib_path + ": the VM has no vm_initialization");
+  (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+  ffi::Optional<ffi::Function> main_fn = vm->GetFunction("main");
+  if (!main_fn.has_value()) Fail(lib_path + " has no function 'main'");
+  auto t1 = std::chrono::steady_clock::now();
+
+  std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
+  ffi::Any ret;
+  main_fn.value().CallPacked(args.data(), static_cast<int32_t>(args.size()), &ret);
+  auto t2 = std::chrono::steady_clock::now();
+
+  std::vector<ffi::Tensor> outputs;
+  Flatten(ret, &outputs);
+  std::ostringstream index;
+  for (size_t i = 0; i < outputs.size(); ++i) WriteTensor(outputs[i], dir, "output_" + std::to_string(i) + ".bin", index);
+  std::string index_path = dir + "/outputs.txt";
+  std::string tmp = index_path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out || !(out << index.str()) || !out.flush()) Fail("cannot write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), index_path.c_str()) != 0) Fail("cannot rename " + tmp);
+  std::ofstream timing(dir + "/timing.txt", std::ios::trunc);
+  timing << "load_s " << std::chrono::duration<double>(t1 - t0).count() << '\n'
+         << "run_s " << std::chrono::duration<double>(t2 - t1).count() << '\n';
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::cerr << "usage: " << argv[0] << " <model.so> <io-dir>\n";
+    return 2;
+  }
+  try {
+    return Run(argv[1], argv[2]);
+  } catch (const ffi::Error& e) {
+    std::cerr << "neo_run: " << e.FullMessage() << '\n';
+  } catch (const std::exception& e) {
+    std::cerr << "neo_run: " << e.what() << '\n';
+  } catch (...) {
+    std::cerr << "neo_run: unknown error\n";
+  }
+  return 1;
+}

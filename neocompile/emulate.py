@@ -1,0 +1,281 @@
+"""Run a compiled model library (a Relax VM executable exported as a shared library) for any registry target.
+
+The C++ driver ``driver/neo_run.cc`` is cross-compiled for the target's architecture against the TVM runtime of
+:mod:`neocompile.runtime_libs`, and run natively when the target's architecture is the host's, otherwise under
+qemu-user (``target.emulator``) with the target's sysroot and emulated CPU. Inputs and outputs travel as raw
+little-endian files described by ``inputs.txt`` / ``outputs.txt`` lines: ``<dtype> <ndim> <dims...> <path>``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import VerificationError
+from .runtime_libs import RuntimeUnavailable, host_arch, runtime_cache_dir, runtime_libraries, _is_complete
+
+DRIVER_SOURCE = Path(__file__).resolve().parent / "driver" / "neo_run.cc"
+
+#: Driver dtypes (TVM's spelling) <-> numpy.
+_DTYPES = {
+    "float16": np.float16, "float32": np.float32, "float64": np.float64,
+    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+    "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
+    "bool": np.bool_,
+}
+
+#: Seconds the last :func:`run_library` call took, split into phases (for reports and benchmarks).
+last_timing: dict[str, float] = {}
+
+
+class EmulationUnavailable(VerificationError):
+    """A piece needed to run the model (toolchain, emulator, runtime) is missing: the model was not run."""
+
+
+def _include_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("tvm_ffi")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmulationUnavailable("apache-tvm-ffi is not installed: its C++ headers are needed to build the driver")
+    inc = Path(list(spec.submodule_search_locations)[0]) / "include"
+    if not (inc / "tvm" / "ffi" / "function.h").is_file():
+        raise EmulationUnavailable(f"The apache-tvm-ffi C++ headers are missing (looked in {inc})")
+    return inc
+
+
+def _driver_flags(target) -> list[str]:
+    flags = ["-std=c++17", "-O2"]
+    if target.arch == "armv7" and target.float_abi:
+        flags.append(f"-mfloat-abi={target.float_abi}")
+    return flags
+
+
+def build_driver(target) -> Path:
+    """The ``neo_run`` driver for ``target``'s architecture, cross-compiled with ``target.cross_compiler`` and cached
+    in the runtime folder (so ``$ORIGIN`` finds the libraries), keyed by a hash of the source and build command."""
+    try:
+        libs = runtime_libraries(target.arch)
+    except RuntimeUnavailable as exc:
+        raise EmulationUnavailable(f"Cannot build the model driver for {target.name}: {exc}") from exc
+    compiler = shutil.which(target.cross_compiler)
+    if compiler is None:
+        raise EmulationUnavailable(
+            f"Cross compiler '{target.cross_compiler}' for {target.name} is not on PATH "
+            f"(Debian package {target.toolchain_package})"
+        )
+    include = _include_dir()
+    flags = _driver_flags(target)
+    digest = hashlib.sha256()
+    digest.update(DRIVER_SOURCE.read_bytes())
+    for header in ("function.h", "extra/module.h", "container/tensor.h", "c_api.h"):
+        digest.update((include / "tvm" / "ffi" / header).read_bytes())
+    digest.update(repr((target.cross_compiler, flags)).encode())
+    exe = libs / f"neo_run-{digest.hexdigest()[:16]}"
+    if exe.is_file():
+        return exe
+    tmp = libs / f".{exe.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    cmd = [compiler, *flags, "-I", str(include), str(DRIVER_SOURCE), "-o", str(tmp), "-L", str(libs),
+           "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-ldl",
+           "-Wl,-rpath,$ORIGIN:$ORIGIN/../lib"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise EmulationUnavailable(
+                f"Building the model driver for {target.name} failed ({' '.join(cmd)}): {_tail(proc.stderr)}"
+            )
+        os.replace(tmp, exe)
+    except subprocess.TimeoutExpired as exc:
+        raise EmulationUnavailable(f"Building the model driver for {target.name} timed out") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return exe
+
+
+def _needs_emulator(target) -> bool:
+    return target.arch != host_arch()
+
+
+def can_emulate(target, fetch: bool = True) -> tuple[bool, str]:
+    """Whether a library compiled for ``target`` can be run here, and if not, why.
+
+    With ``fetch`` the runtime libraries are fetched when missing (a one-off download for aarch64); without it only
+    what is already cached counts.
+    """
+    if target.accelerator is not None or target.device_type != "cpu":
+        accel = (target.accelerator or {}).get("kind") if isinstance(target.accelerator, dict) else target.accelerator
+        return False, f"{target.name} runs device code ({accel or target.device_type}); only CPU targets can be emulated"
+    if shutil.which(target.cross_compiler) is None:
+        return False, f"cross compiler '{target.cross_compiler}' is not on PATH (install {target.toolchain_package})"
+    if _needs_emulator(target):
+        command = (target.emulator or {}).get("command")
+        if not command or shutil.which(command) is None:
+            package = (target.emulator or {}).get("package", "qemu-user")
+            return False, f"emulator '{command}' for {target.arch} is not on PATH (install {package})"
+        sysroot = (target.emulator or {}).get("sysroot")
+        if sysroot and not Path(sysroot).is_dir():
+            return False, f"sysroot {sysroot} for {target.arch} does not exist (install {target.toolchain_package})"
+    elif not target.host_is_native():
+        missing = sorted(set(target.cpu.get("host_features") or []) - _host_flags())
+        return False, (f"{target.name} code needs CPU features {missing} that this {host_arch()} host lacks, "
+                       "and qemu-user cannot emulate them")
+    if fetch:
+        try:
+            libs = runtime_libraries(target.arch)
+        except RuntimeUnavailable as exc:
+            return False, str(exc)
+    else:
+        libs = runtime_cache_dir(target.arch)
+        if not _is_complete(libs):
+            return False, f"the {target.arch} TVM runtime is not cached yet ({libs})"
+    how = f"under {target.emulator['command']}" if _needs_emulator(target) else "natively"
+    return True, f"runs {how} with the TVM runtime in {libs}"
+
+
+def _host_flags() -> set[str]:
+    from .targets import _cpu_flags
+
+    return set(_cpu_flags())
+
+
+def _tail(text: str | bytes | None, limit: int = 2000) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    text = (text or "").strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _dtype_name(arr: np.ndarray) -> str:
+    for name, dt in _DTYPES.items():
+        if arr.dtype == np.dtype(dt):
+            return name
+    raise VerificationError(f"Input dtype {arr.dtype} is not supported by the model driver; expected one of "
+                            f"{', '.join(_DTYPES)}")
+
+
+def write_inputs(folder: Path, inputs: list[np.ndarray]) -> None:
+    """Write ``inputs.txt`` and one raw little-endian file per input into ``folder``."""
+    lines = []
+    for i, value in enumerate(inputs):
+        arr = np.asarray(value)
+        name = _dtype_name(arr)
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        arr.tofile(folder / f"input_{i}.bin")
+        lines.append(" ".join([name, str(arr.ndim), *(str(d) for d in arr.shape), f"input_{i}.bin"]))
+    (folder / "inputs.txt").write_text("".join(line + "\n" for line in lines))
+
+
+def read_outputs(folder: Path) -> list[np.ndarray]:
+    """Read ``outputs.txt`` and the raw files it names back into arrays."""
+    index = folder / "outputs.txt"
+    if not index.is_file():
+        raise VerificationError(f"The model driver wrote no {index.name}")
+    outputs = []
+    for line in index.read_text().splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        dtype, ndim = parts[0], int(parts[1])
+        shape = tuple(int(d) for d in parts[2:2 + ndim])
+        path = folder / " ".join(parts[2 + ndim:])
+        if dtype not in _DTYPES:
+            raise VerificationError(f"The model returned an output of dtype {dtype}, which numpy cannot hold")
+        arr = np.fromfile(path, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<"))
+        if arr.size != int(np.prod(shape, dtype=np.int64)):
+            raise VerificationError(f"Output file {path.name} holds {arr.size} values; shape {shape} needs more")
+        outputs.append(arr.reshape(shape).astype(_DTYPES[dtype]))
+    return outputs
+
+
+def driver_command(driver: Path, lib_path: Path, io_dir: Path, target) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run ``driver`` for ``target`` (natively or under qemu-user)."""
+    libs = str(driver.parent)
+    env = dict(os.environ)
+    if not _needs_emulator(target):
+        env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+        return [str(driver), str(lib_path), str(io_dir)], env
+    emu = target.emulator or {}
+    cmd = [emu["command"]]
+    if emu.get("sysroot"):
+        cmd += ["-L", emu["sysroot"]]
+    cpu = (target.cpu or {}).get("emulate_cpu")
+    if cpu:
+        cmd += ["-cpu", cpu]
+    # -E sets the variable for the guest only; the host qemu binary keeps its own library path.
+    cmd += ["-E", f"LD_LIBRARY_PATH={libs}", str(driver), str(lib_path), str(io_dir)]
+    env.pop("QEMU_LD_PREFIX", None)
+    return cmd, env
+
+
+def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float = 300) -> list[np.ndarray]:
+    """Run ``main`` of the compiled library ``lib_path`` on ``inputs`` as ``target``'s CPU would, and return its
+    outputs (a tuple result is flattened). Any failure raises :class:`VerificationError` with the driver's stderr."""
+    lib_path = Path(lib_path).resolve()
+    if not lib_path.is_file():
+        raise VerificationError(f"Compiled model library {lib_path} does not exist")
+    t0 = time.perf_counter()
+    ok, why = can_emulate(target)
+    if not ok:
+        raise EmulationUnavailable(f"Cannot run the model compiled for {target.name}: {why}")
+    driver = build_driver(target)
+    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="neo-run-") as tmp:
+        io_dir = Path(tmp)
+        write_inputs(io_dir, inputs)
+        cmd, env = driver_command(driver, lib_path, io_dir, target)
+        t2 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise VerificationError(
+                f"Running the model for {target.name} did not finish within {timeout:g} s ({' '.join(cmd)}): "
+                f"{_tail(exc.stderr)}"
+            ) from exc
+        t3 = time.perf_counter()
+        if proc.returncode != 0:
+            status = proc.returncode
+            if status < 0:
+                status_text = f"killed by {signal.Signals(-status).name}"
+            elif status > 128 and (status - 128) in {s.value for s in signal.Signals}:
+                status_text = f"exit status {status} ({signal.Signals(status - 128).name} in the guest?)"
+            else:
+                status_text = f"exit status {status}"
+            hint = ""
+            if "SIGILL" in status_text or "Illegal instruction" in _tail(proc.stderr):
+                hint = " (an instruction the emulated CPU lacks: check the target's mcpu/mattr against emulate_cpu)"
+            raise VerificationError(
+                f"Running the model compiled for {target.name} failed with {status_text}{hint} "
+                f"({' '.join(cmd)}): {_tail(proc.stderr) or '(no output on stderr)'}"
+            )
+        outputs = read_outputs(io_dir)
+        timing = {}
+        timing_file = io_dir / "timing.txt"
+        if timing_file.is_file():
+            for line in timing_file.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                try:
+                    timing[key] = float(value)
+                except ValueError:
+                    pass
+    last_timing.clear()
+    last_timing.update(prepare_s=t1 - t0, process_s=t3 - t2, **{f"driver_{k}": v for k, v in timing.items()})
+    return outputs
+
+
+def describe(target) -> dict[str, Any]:
+    """What :func:`run_library` would use for ``target`` (for manifests and diagnostics), without running it."""
+    ok, why = can_emulate(target, fetch=False)
+    return {"target": target.name, "arch": target.arch, "emulated": _needs_emulator(target),
+            "emulator": (target.emulator or {}).get("command") if _needs_emulator(target) else None,
+            "emulate_cpu": (target.cpu or {}).get("emulate_cpu") if _needs_emulator(target) else None,
+            "available": ok, "reason": why}
