@@ -35,6 +35,7 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     import tvm
 
     target_dict = target.target_dict(options)
+    check_cpu(target, options)
     fcompile = _toolchain(target)
     try:
         tvm_target = tvm.target.Target(target_dict)
@@ -53,6 +54,21 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         ) from exc
     device_code, needs = _device_code(executable, target)
     return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs)
+
+
+def check_cpu(target: Target, options: dict[str, Any]) -> None:
+    """Refuse an ``mcpu`` LLVM does not know for the target's triple (LLVM would silently fall back to generic)."""
+    mcpu = options.get("mcpu")
+    if not mcpu:
+        return
+    import tvm
+
+    if not tvm.get_global_func("target.llvm_is_valid_cpu")(mcpu, target.triple):
+        archlist = tvm.get_global_func("target.llvm_get_cpu_archlist")(tvm.target.Target(target.host))
+        raise CompilationError(
+            f"OutputConfig.CompilerOptions.mcpu: '{mcpu}' is not a CPU LLVM knows for {target.triple} ({target.name}); "
+            f"expected one of {', '.join(sorted(map(str, archlist)))}"
+        )
 
 
 def _device_code(executable: Any, target: Target) -> tuple[str, list[str]]:
