@@ -35,7 +35,6 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     import tvm
 
     target_dict = target.target_dict(options)
-    check_cpu(target, options)
     fcompile = _toolchain(target)
     try:
         tvm_target = tvm.target.Target(target_dict)

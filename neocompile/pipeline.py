@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__, archive, datainput, options as options_mod, package, storage
-from .compiler import compile_library, min_glibc
+from .compiler import check_cpu, compile_library, min_glibc
 from .digest import blake2b_file
 from .errors import NeoError, ValidationError
 from .loaders import get_loader
@@ -22,6 +22,7 @@ from .verify import DEFAULT_ATOL, DEFAULT_RTOL, skipped, verify
 
 STAGES = ("fetch", "extract", "load", "compile", "verify", "package", "upload")
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+FRAMEWORK_VERSION = re.compile(r"^[0-9]\.[A-Za-z0-9.]+$")
 
 
 @dataclasses.dataclass
@@ -119,6 +120,11 @@ def plan(request: CompilationRequest) -> Plan:
             "starting and ending with a letter or digit (pattern [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})"
         )
     loader = get_loader(request.framework)
+    version = request.framework_version
+    if version is not None and not (isinstance(version, str) and 3 <= len(version) <= 10 and FRAMEWORK_VERSION.match(version)):
+        raise ValidationError(
+            f"InputConfig.FrameworkVersion: {version!r} is not valid; expected 3-10 characters matching [0-9]\\.[A-Za-z0-9.]+ (e.g. '1.13')"
+        )
     if request.target_device and request.target_platform:
         raise ValidationError("OutputConfig: TargetDevice and TargetPlatform are mutually exclusive; give one of them")
     if request.target_device:
@@ -128,6 +134,7 @@ def plan(request: CompilationRequest) -> Plan:
     else:
         raise ValidationError("OutputConfig: one of TargetDevice or TargetPlatform is required")
     opts = options_mod.parse(request.compiler_options)
+    check_cpu(target, opts)
     if target.platform.get("Accelerator") == "NVIDIA" and request.target_platform:
         missing = [k for k in ("gpu-code", "trt-ver", "cuda-ver") if k not in opts]
         if missing:
