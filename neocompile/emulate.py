@@ -197,9 +197,12 @@ def read_outputs(folder: Path) -> list[np.ndarray]:
     return outputs
 
 
-def driver_command(driver: Path, lib_path: Path, io_dir: Path, target) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment that run ``driver`` for ``target`` (natively or under qemu-user)."""
-    libs = str(driver.parent)
+def driver_command(driver: Path, lib_path: Path, io_dir: Path, target, lib_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run ``driver`` for ``target`` (natively or under qemu-user).
+
+    ``lib_dir`` holds the TVM runtime libraries; by default the driver's own folder (the cache layout).
+    """
+    libs = str(lib_dir or driver.parent)
     env = dict(os.environ)
     if not _needs_emulator(target):
         env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
@@ -217,9 +220,13 @@ def driver_command(driver: Path, lib_path: Path, io_dir: Path, target) -> tuple[
     return cmd, env
 
 
-def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float = 300) -> list[np.ndarray]:
+def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float = 300,
+                package_dir: Path | None = None) -> list[np.ndarray]:
     """Run ``main`` of the compiled library ``lib_path`` on ``inputs`` as ``target``'s CPU would, and return its
-    outputs (a tuple result is flattened). Any failure raises :class:`VerificationError` with the driver's stderr."""
+    outputs (a tuple result is flattened). Any failure raises :class:`VerificationError` with the driver's stderr.
+
+    With ``package_dir``, the package's own ``bin/neo_run`` and ``lib/`` are used: what ships is what is run.
+    """
     lib_path = Path(lib_path).resolve()
     if not lib_path.is_file():
         raise VerificationError(f"Compiled model library {lib_path} does not exist")
@@ -227,12 +234,15 @@ def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float
     ok, why = can_emulate(target)
     if not ok:
         raise EmulationUnavailable(f"Cannot run the model compiled for {target.name}: {why}")
-    driver = build_driver(target)
+    if package_dir is not None:
+        driver, lib_dir = Path(package_dir) / "bin" / "neo_run", Path(package_dir) / "lib"
+    else:
+        driver, lib_dir = build_driver(target), None
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="neo-run-") as tmp:
         io_dir = Path(tmp)
         write_inputs(io_dir, inputs)
-        cmd, env = driver_command(driver, lib_path, io_dir, target)
+        cmd, env = driver_command(driver, lib_path, io_dir, target, lib_dir)
         t2 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -225,10 +225,10 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
         compiled = compile_library(loaded.mod, target, p.options, staging / package.LIBRARY)
         s.detail = f"{target.name}: {compiled.target}"
     with stage("verify") as s:
-        report, runtime_dir, driver, runtime_note = _verify(p, loaded, compiled)
+        bundled, runtime_note = _bundle_runtime(target, staging)
+        report = _verify(p, loaded, compiled, staging if "bin/neo_run" in bundled else None)
         s.detail = report.get("status", "") + (f" ({report.get('reason')})" if report.get("reason") else "")
     with stage("package") as s:
-        bundled = package.add_runtime(staging, runtime_dir, driver)
         package.write_report(staging, report)
         meta = _meta(p, loaded, compiled, report, bundled, runtime_note)
         package.write_meta(staging, meta)
@@ -249,42 +249,52 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
     )
 
 
-def _verify(p: Plan, loaded, compiled) -> tuple[dict[str, Any], Path | None, Path | None, str]:
-    """Verify where the package can run (natively or under emulation); also pick the runtime to bundle."""
+def _bundle_runtime(target: Target, staging: Path) -> tuple[list[str], str]:
+    """Put the target's TVM runtime (lib/) and the C++ runner (bin/neo_run) into the package folder."""
     from . import emulate, runtime_libs
-    from .runtime import run_library
 
-    target = p.target
-    runtime_dir = driver = None
-    runtime_note = ""
     try:
         # armv7 has no wheel: its runtime is cross-built once from the wheel's sources (about 2 min), then cached.
         runtime_dir = runtime_libs.runtime_libraries(target.arch, build_missing=True)
         driver = emulate.build_driver(target)
     except NeoError as exc:
-        runtime_note = str(exc)
+        return [], str(exc)
+    return package.add_runtime(staging, runtime_dir, driver), ""
+
+
+def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, Any]:
+    """Run the package where it can run (natively or under emulation) next to the source framework."""
+    from . import emulate
+    from .runtime import run_library
+
+    target = p.target
     names = [o.name for o in loaded.outputs]
     tol = {"rtol": p.options.get("verify-rtol", DEFAULT_RTOL), "atol": p.options.get("verify-atol", DEFAULT_ATOL)}
     if not p.options.get("verify", True):
-        return skipped("disabled by CompilerOptions verify=false"), runtime_dir, driver, runtime_note
+        return skipped("disabled by CompilerOptions verify=false")
     if loaded.reference is None:
-        return skipped(f"no reference runtime for {loaded.framework}"), runtime_dir, driver, runtime_note
+        return skipped(f"no reference runtime for {loaded.framework}")
     if target.accelerator is not None:
-        return skipped(f"the model runs on the {target.accelerator['kind']} accelerator, which this machine cannot run"), runtime_dir, driver, runtime_note
+        return skipped(f"the model runs on the {target.accelerator['kind']} accelerator, which this machine cannot run")
     if target.host_is_native():
-        report = verify(lambda xs: run_library(compiled.path, xs), loaded.reference, loaded.inputs, names, "native", **tol)
+        mode = "native" if package_dir is None else "native: bin/neo_run"
     else:
         ok, why = emulate.can_emulate(target)
-        if not ok:
-            return skipped(why), runtime_dir, driver, runtime_note
+        if not ok or package_dir is None:
+            return skipped(why if not ok else "no runtime for the target's architecture to run it with")
         cpu = target.cpu.get("emulate_cpu")
-        mode = f"emulated: {target.emulator['command']}" + (f" -cpu {cpu}" if cpu else "")
-        report = verify(lambda xs: emulate.run_library(compiled.path, target, xs), loaded.reference, loaded.inputs, names, mode, **tol)
+        mode = f"emulated: {target.emulator['command']}" + (f" -cpu {cpu}" if cpu else "") + " bin/neo_run"
+    if package_dir is None:
+        run = lambda xs: run_library(compiled.path, xs)  # noqa: E731  (in-process Python runtime)
+    else:
+        run = lambda xs: emulate.run_library(compiled.path, target, xs, package_dir=package_dir)  # noqa: E731
+    report = verify(run, loaded.reference, loaded.inputs, names, mode, **tol)
     # Shapes the importer could not infer statically are taken from the verified run.
-    for spec_i, row in enumerate(report.get("outputs", [])):
-        if spec_i < len(loaded.outputs) and (loaded.outputs[spec_i].shape is None or not all(isinstance(d, int) for d in loaded.outputs[spec_i].shape)):
-            loaded.outputs[spec_i] = dataclasses.replace(loaded.outputs[spec_i], shape=tuple(row["shape"]))
-    return report, runtime_dir, driver, runtime_note
+    for i, row in enumerate(report.get("outputs", [])):
+        spec = loaded.outputs[i] if i < len(loaded.outputs) else None
+        if spec is not None and (spec.shape is None or not all(isinstance(d, int) for d in spec.shape)):
+            loaded.outputs[i] = dataclasses.replace(spec, shape=tuple(row["shape"]))
+    return report
 
 
 def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str], runtime_note: str) -> dict[str, Any]:

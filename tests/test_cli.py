@@ -75,7 +75,7 @@ def test_manifest_records_signature_versions_target_and_digests(host_package, tm
     assert comp["Compiler"].startswith("neocompile ")
     assert meta["Model"]["Inputs"] == [{"name": "data", "dtype": "float32", "shape": [1, 3, 32, 32]}]
     assert meta["Model"]["Outputs"] == [{"name": "prob", "dtype": "float32", "shape": [1, 10]}]
-    assert meta["Verification"]["status"] == "passed" and meta["Verification"]["mode"] == "native"
+    assert meta["Verification"]["status"] == "passed" and meta["Verification"]["mode"] == "native: bin/neo_run"
     # Every other file's BLAKE2 digest is recorded and right.
     with tarfile.open(host_package) as tar:
         tar.extractall(tmp_path, filter="data")
@@ -112,7 +112,7 @@ def test_rasp3b_is_cross_compiled_for_armv7_hard_float(example, tmp_path):
     assert meta["Compilation"]["FloatABI"] == "hard" and meta["Compilation"]["Arch"] == "armv7"
     assert meta["Compilation"]["Target"]["mfloat-abi"] == "hard"
     # No armv7 wheel exists: the runtime is cross-built from the wheel's sources, then the package runs under qemu-arm.
-    assert meta["Verification"] == {"status": "passed", "mode": "emulated: qemu-arm -cpu max"}
+    assert meta["Verification"] == {"status": "passed", "mode": "emulated: qemu-arm -cpu max bin/neo_run"}
     assert "lib/libtvm_runtime.so" in meta["Runtime"]["Bundled"] and "bin/neo_run" in meta["Runtime"]["Bundled"]
 
 
