@@ -15,7 +15,7 @@ from typing import Any, Callable
 from . import __version__, archive, datainput, options as options_mod, package, storage
 from .compiler import check_cpu, compile_library, min_glibc
 from .digest import blake2b_file
-from .errors import NeoError, ValidationError
+from .errors import JobTimeout, NeoError, ValidationError
 from .loaders import get_loader
 from .targets import Target, get_target, resolve_platform
 from .verify import DEFAULT_ATOL, DEFAULT_RTOL, skipped, verify
@@ -177,8 +177,6 @@ class _Stage:
         self.owner, self.name, self.detail = owner, name, ""
 
     def __enter__(self):
-        from .errors import JobTimeout
-
         if self.owner.deadline is not None and time.monotonic() > self.owner.deadline:
             raise JobTimeout("The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds")
         self.start = time.perf_counter()
@@ -227,7 +225,7 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
     with stage("verify") as s:
         bundled, runtime_note = _bundle_runtime(target, staging)
         report = _verify(p, loaded, compiled, staging if "bin/neo_run" in bundled else None)
-        s.detail = report.get("status", "") + (f" ({report.get('reason')})" if report.get("reason") else "")
+        s.detail = f"{report['status']} ({report.get('mode') or report.get('reason')})"
     with stage("package") as s:
         package.write_report(staging, report)
         meta = _meta(p, loaded, compiled, report, bundled, runtime_note)
