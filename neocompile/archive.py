@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -37,7 +38,7 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _check_member(member: tarfile.TarInfo, root: Path) -> None:
+def check_member(member: tarfile.TarInfo, root: Path) -> None:
     name = member.name
     parts = PurePosixPath(name).parts
     if name.startswith("/") or (parts and parts[0].endswith(":")):
@@ -75,19 +76,43 @@ def extract(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> P
                     raise InputConfigurationError(
                         f"{UNTAR_ERROR}. The archive has more than {limits.max_members} members; expected at most {limits.max_members} (NEOCOMPILE_MAX_MEMBERS)"
                     )
-                _check_member(member, dest)
+                check_member(member, dest)
                 total += max(member.size, 0) if member.isfile() else 0
                 if total > limits.max_unpacked_bytes:
                     raise InputConfigurationError(
                         f"{UNTAR_ERROR}. The archive unpacks to more than {limits.max_unpacked_bytes} bytes; expected at most {limits.max_unpacked_bytes} (NEOCOMPILE_MAX_UNPACKED_BYTES)"
                     )
-            # The 'data' filter re-checks every member (no special files, no escaping links, sane modes).
-            tar.extractall(dest, members=members, filter="data")
+            extract_members(tar, dest, members)
     except InputConfigurationError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise InputConfigurationError(f"{UNTAR_ERROR}. {type(exc).__name__}: {exc}") from exc
     return dest
+
+
+def extract_members(tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo]) -> None:
+    """Extract already-checked members without owners, setuid bits or special files.
+
+    Uses tarfile's 'data' filter where this Python has it (3.11.4+); Debian 12's Python 3.11.2 does not, so
+    there the members are written by hand, with the same effect.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, members=members, filter="data")
+        return
+    for member in members:
+        target = dest / member.name
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if member.issym():
+            os.symlink(member.linkname, target)
+        elif member.islnk():
+            shutil.copyfile(dest / member.linkname, target)
+        else:
+            with tar.extractfile(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.chmod(target, member.mode & 0o755 | 0o600)
 
 
 def visible_files(root: Path) -> list[Path]:

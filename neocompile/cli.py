@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -211,6 +212,12 @@ def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours, not the user's input: still one line, traceback on request
+        if os.environ.get("NEOCOMPILE_DEBUG"):
+            raise
+        print(f"{prog}: error: ServerError: internal error ({type(exc).__name__}: {exc}); "
+              "rerun with NEOCOMPILE_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return 3
 
 
 def _version() -> str:

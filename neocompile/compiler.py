@@ -51,7 +51,7 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         raise CompilationError(
             f"Linking the compiled model for {target.name} with {target.cross_compiler} failed: {_first_line(exc)}"
         ) from exc
-    device_code, needs = _device_code(executable, target)
+    device_code, needs = _device_code(target, out_path)
     return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs)
 
 
@@ -70,18 +70,21 @@ def check_cpu(target: Target, options: dict[str, Any]) -> None:
         )
 
 
-def _device_code(executable: Any, target: Target) -> tuple[str, list[str]]:
-    """Describe what the accelerator part of the library is, and what the device needs to run it."""
+_SOURCE_MARKERS = {"cuda": b'extern "C" __global__', "opencl": b"__kernel"}
+
+
+def _device_code(target: Target, library: Path) -> tuple[str, list[str]]:
+    """What the accelerator part of the library is, and what the device needs to run it, in plain words.
+
+    Without a GPU driver at build time TVM embeds device *source* (CUDA C, OpenCL C), not binaries: the
+    library is inspected rather than assumed.
+    """
     if target.accelerator is None:
         return "none", []
     kind = target.accelerator.get("kind")
-    formats = set()
-    try:
-        for imported in executable.mod.imports:
-            for sub in [imported, *getattr(imported, "imports", [])]:
-                formats.add(sub.kind if hasattr(sub, "kind") else sub.type_key)
-    except Exception:  # best effort: the description is informational
-        pass
+    marker = _SOURCE_MARKERS.get(kind)
+    if marker is None or marker not in library.read_bytes():
+        return f"{kind}-binary", [f"A TVM runtime with {kind} support on the device."]
     if kind == "cuda":
         return "cuda-source", [
             f"CUDA device code was not compiled to a cubin for {target.accelerator.get('arch')} (no GPU toolchain at build time): "
@@ -92,7 +95,7 @@ def _device_code(executable: Any, target: Target) -> tuple[str, list[str]]:
         return "opencl-source", [
             "An OpenCL-enabled TVM runtime on the device (the PyPI wheel's runtime has no OpenCL) and the Intel OpenCL driver.",
         ]
-    return f"{kind}", [f"A TVM runtime with {kind} support on the device."]
+    return f"{kind}-source", [f"A TVM runtime with {kind} support on the device."]
 
 
 def _first_line(exc: BaseException) -> str:

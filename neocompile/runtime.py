@@ -42,8 +42,18 @@ class Model:
         self._tmp = None
         if path.is_file():
             self._tmp = tempfile.TemporaryDirectory(prefix="neocompile-model-")
-            with tarfile.open(path, "r:*") as tar:
-                tar.extractall(self._tmp.name, filter="data")
+            from .archive import check_member, extract_members
+            from .errors import InputConfigurationError
+
+            dest = Path(self._tmp.name)
+            try:
+                with tarfile.open(path, "r:*") as tar:
+                    members = tar.getmembers()
+                    for member in members:
+                        check_member(member, dest)
+                    extract_members(tar, dest, members)
+            except (tarfile.TarError, OSError, InputConfigurationError) as exc:
+                raise PackageError(f"{path} is not a readable neocompile package: {exc}") from exc
             path = Path(self._tmp.name)
         self.path = path
         self.meta = read_meta(path)

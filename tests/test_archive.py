@@ -123,3 +123,21 @@ def test_find_exactly_one_reports_two_found_by_name(tmp_path):
     (tmp_path / "sub" / "b.onnx").write_bytes(b"x")
     with pytest.raises(InputConfigurationError, match=r"Found 2: a.onnx, sub/b.onnx"):
         archive.find_exactly_one(tmp_path, (".onnx",), "ONNX")
+
+
+def test_extraction_without_tarfile_filters_still_drops_setuid_and_keeps_links(tmp_path, monkeypatch):
+    # Debian 12's Python 3.11.2 has no tarfile extraction filters: the hand-written path must be as safe.
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    exe = _file("bin/tool")
+    exe.mode = 0o4755  # setuid
+    folder = _file("bin")
+    folder.type = tarfile.DIRTYPE
+    link = _file("alias")
+    link.type, link.linkname = tarfile.SYMTYPE, "bin/tool"
+    hard = _file("copy")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "bin/tool"
+    arc = tar_with(tmp_path / "m.tar.gz", [folder, exe, link, hard], {"bin/tool": b"#!/bin/sh\n"})
+    root = archive.extract(arc, tmp_path / "x")
+    assert (root / "bin" / "tool").read_bytes() == b"#!/bin/sh\n"
+    assert not (root / "bin" / "tool").stat().st_mode & 0o4000
+    assert (root / "alias").is_symlink() and (root / "copy").read_bytes() == b"#!/bin/sh\n"
