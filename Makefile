@@ -11,7 +11,7 @@ EXAMPLE := examples/model.tar.gz
 CROSS_TARGET ?= rasp3b
 PYTEST_ARGS ?=
 
-.PHONY: all deps run test bench targets clean distclean
+.PHONY: all deps run test bench targets docker clean distclean
 
 all: test
 
@@ -56,6 +56,12 @@ bench: deps
 
 targets: deps
 	@$(BIN)/neocompile targets
+
+# Build the worker image (needs root, debootstrap and a running dockerd) and compile the example in it, offline.
+docker:
+	@bash docker/build.sh neocompile:latest
+	@docker run --rm --network none -v "$$PWD:/work" neocompile:latest --framework ONNX --model-uri $(EXAMPLE) \
+	  --data-input-config '{"data":[1,3,64,64]}' --target-device $(CROSS_TARGET) --output-location /work/$(OUT)
 
 clean:
 	rm -rf $(OUT) bench/work .pytest_cache

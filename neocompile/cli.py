@@ -201,6 +201,7 @@ def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
         pr.set_defaults(func=cmd_run)
     else:
         parser = argparse.ArgumentParser(prog=prog, description=PROG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--version", action="version", version=f"neocompile {_version()}")
         _add_compile_args(parser)
         parser.set_defaults(func=cmd_compile)
     args = parser.parse_args(argv)
