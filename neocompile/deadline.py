@@ -39,10 +39,12 @@ def kill_group(proc: Any) -> None:
     for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            proc.kill()
+        except (ProcessLookupError, PermissionError):
+            # Not yet its own group leader (killed right after start): it has no children yet either.
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                pass
         proc.join(wait)
         if not proc.is_alive():
             return

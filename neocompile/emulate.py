@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import VerificationError
 from .runtime_libs import RuntimeUnavailable, host_arch, runtime_cache_dir, runtime_libraries, _is_complete
+from .targets import cpu_flags
 
 DRIVER_SOURCE = Path(__file__).resolve().parent / "driver" / "neo_run.cc"
 
@@ -126,7 +127,7 @@ def can_emulate(target, fetch: bool = True) -> tuple[bool, str]:
         if sysroot and not Path(sysroot).is_dir():
             return False, f"sysroot {sysroot} for {target.arch} does not exist (install {target.toolchain_package})"
     elif not target.host_is_native():
-        missing = sorted(set(target.cpu.get("host_features") or []) - _host_flags())
+        missing = sorted(set(target.cpu.get("host_features") or []) - cpu_flags())
         return False, (f"{target.name} code needs CPU features {missing} that this {host_arch()} host lacks, "
                        "and qemu-user cannot emulate them")
     if fetch:
@@ -140,12 +141,6 @@ def can_emulate(target, fetch: bool = True) -> tuple[bool, str]:
             return False, f"the {target.arch} TVM runtime is not cached yet ({libs})"
     how = f"under {target.emulator['command']}" if _needs_emulator(target) else "natively"
     return True, f"runs {how} with the TVM runtime in {libs}"
-
-
-def _host_flags() -> set[str]:
-    from .targets import _cpu_flags
-
-    return set(_cpu_flags())
 
 
 def _tail(text: str | bytes | None, limit: int = 2000) -> str:

@@ -305,6 +305,8 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
             "TargetDevice": target.name.upper(),
             "TargetDeviceType": target.device_type,
             "MinGlibc": min_glibc(compiled.path, target),
+            # x86 CPU flags (as /proc/cpuinfo names them) the code assumes; runtime.Model checks them.
+            "CpuFeatures": target.cpu.get("host_features") or [],
             "Runtime": f"apache-tvm {versions.get('tvm')} (Relax VM), apache-tvm-ffi {versions.get('tvm-ffi')}",
             "DeviceNeeds": compiled.needs,
         },

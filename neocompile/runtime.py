@@ -67,6 +67,14 @@ class Model:
                 f"Compiled model is for {arch} ({self.meta['Compilation'].get('Triple')}) but this machine is {here}; "
                 "run it on the target device (the package's bin/neo_run and lib/ need no Python)"
             )
+        from .targets import cpu_flags
+
+        missing = sorted(set(self.meta.get("Requirements", {}).get("CpuFeatures") or []) - cpu_flags())
+        if missing:
+            raise PackageError(
+                f"Compiled model needs CPU features {', '.join(missing)} (mcpu {self.meta['Compilation'].get('Mcpu')}) "
+                "that this CPU lacks; compile it for this machine's TargetDevice (see `neocompile targets --native`)"
+            )
         import tvm
         from tvm import relax
 

@@ -90,7 +90,7 @@ class Target:
         if {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(machine.lower()) != self.arch:
             return False
         wanted = self.cpu.get("host_features") or []
-        return set(wanted) <= _cpu_flags()
+        return set(wanted) <= cpu_flags()
 
     def toolchain_available(self) -> bool:
         return shutil.which(self.cross_compiler) is not None
@@ -112,7 +112,8 @@ class Target:
 
 
 @lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU flags as /proc/cpuinfo names them (empty where there is no /proc/cpuinfo)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -89,3 +89,16 @@ def test_a_job_within_its_deadline_returns_the_childs_result(tmp_path):
     result = neocompile.compile_model(str(small_onnx_archive(tmp_path)), "ONNX", str(tmp_path / "o"), SMALL_CONFIG,
                                       target_device="ml_c5", max_runtime_seconds=300)
     assert result.verification["status"] == "passed" and (tmp_path / "o" / "model-ml_c5.tar.gz").is_file()
+
+
+def test_model_refuses_a_package_needing_cpu_features_this_machine_lacks(compiled, tmp_path):
+    import json
+    import tarfile
+
+    with tarfile.open(compiled[0].artifact_uri) as tar:
+        tar.extractall(tmp_path, filter="data")
+    meta = json.loads((tmp_path / "compiled.meta").read_text())
+    meta["Requirements"]["CpuFeatures"] = ["avx512f", "no_such_flag"]
+    (tmp_path / "compiled.meta").write_text(json.dumps(meta))
+    with pytest.raises(PackageError, match="needs CPU features no_such_flag .*that this CPU lacks"):
+        Model(tmp_path)

@@ -189,3 +189,12 @@ def test_armv7_cross_built_runtime(device, small_onnx, relax_mod, tmp_path):
     ref = ort.InferenceSession(str(small_onnx), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
     err = float(np.abs(out[0] - ref).max())
     assert err < 1e-4, f"{device}: max abs error {err}"
+
+
+def test_x86_code_for_cpu_features_this_host_lacks_is_not_run():
+    import dataclasses
+
+    target = get_target("ml_c5")
+    future = dataclasses.replace(target, name="future_x86", cpu=dict(target.cpu, host_features=["avx512f", "no_such_flag"]))
+    ok, why = emulate.can_emulate(future, fetch=False)
+    assert not ok and "needs CPU features ['no_such_flag'] that this" in why and "qemu-user cannot emulate them" in why
