@@ -155,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import Model
     from .verify import random_inputs
 
-    model = Model(args.package)
+    model = Model(args.package, emulate=True)
     if args.input:
         feeds = {}
         for item in args.input:
@@ -176,8 +176,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         flat = out.reshape(-1)
         extra = f", argmax {int(flat.argmax())}" if out.dtype.kind == "f" and flat.size else ""
         print(f"{name}: shape {list(out.shape)} {out.dtype}, first {np.array2string(flat[:5], precision=4)}{extra}")
+    how = (f"under {model.emulated_target.emulator['command']}, each run a new process" if model.emulated_target
+           else "in process")
     print(f"latency: median {sorted(times)[len(times) // 2] * 1e3:.3f} ms over {len(times)} runs "
-          f"({'given' if args.input else 'seeded random'} inputs)")
+          f"({'given' if args.input else 'seeded random'} inputs, {how})")
     return 0
 
 

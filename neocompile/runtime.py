@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import PackageError
+from .errors import NeoError, PackageError
 
 META = "compiled.meta"
 LIBRARY = "compiled.so"
@@ -37,7 +37,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
 class Model:
     """Load a compiled package (folder or ``.tar.gz``) and run it on this machine's CPU."""
 
-    def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0):
+    def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0, emulate: bool = False):
+        """``emulate=True`` runs a package built for another CPU architecture (rasp3b, rk3399, ...) through its own
+        ``bin/neo_run`` under qemu-user, as the compile job's verification does; slow, but no device needed."""
         path = Path(path)
         self._tmp = None
         if path.is_file():
@@ -60,13 +62,20 @@ class Model:
         want = self.meta.get("Requirements", {}).get("TargetDeviceType", "cpu")
         if want != dev_type:
             raise PackageError(f'Compiled model requires device type "{want}" but user gave "{dev_type}".')
+        self._inputs = self.meta["Model"]["Inputs"]
+        self._outputs = self.meta["Model"]["Outputs"]
         arch = self.meta.get("Compilation", {}).get("Arch")
         here = _MACHINE_ARCH.get(platform.machine().lower(), platform.machine())
+        self.emulated_target = None
         if arch and arch != here:
-            raise PackageError(
-                f"Compiled model is for {arch} ({self.meta['Compilation'].get('Triple')}) but this machine is {here}; "
-                "run it on the target device (the package's bin/neo_run and lib/ need no Python)"
-            )
+            if not emulate:
+                raise PackageError(
+                    f"Compiled model is for {arch} ({self.meta['Compilation'].get('Triple')}) but this machine is {here}; "
+                    "run it on the target device (the package's bin/neo_run and lib/ need no Python), "
+                    "or here under qemu with Model(..., emulate=True)"
+                )
+            self.emulated_target = self._registry_target()
+            return
         from .targets import cpu_flags
 
         missing = sorted(set(self.meta.get("Requirements", {}).get("CpuFeatures") or []) - cpu_flags())
@@ -81,8 +90,15 @@ class Model:
         self._lib = tvm.runtime.load_module(str(path / LIBRARY))
         self._dev = tvm.cpu(dev_id)
         self._vm = relax.VirtualMachine(self._lib, self._dev)
-        self._inputs = self.meta["Model"]["Inputs"]
-        self._outputs = self.meta["Model"]["Outputs"]
+
+    def _registry_target(self):
+        from .targets import get_target, resolve_platform
+
+        comp = self.meta["Compilation"]
+        try:
+            return get_target(comp["TargetDevice"])
+        except NeoError:
+            return resolve_platform(comp["TargetPlatform"])
 
     # DLR-style accessors -------------------------------------------------------------------------------------------
     @property
@@ -116,6 +132,10 @@ class Model:
         import tvm
 
         arrays = self._order(inputs)
+        if self.emulated_target is not None:
+            from .emulate import run_library
+
+            return run_library(self.path / LIBRARY, self.emulated_target, arrays, package_dir=self.path)
         args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
         out = self._vm["main"](*args)
         return _flatten(out)

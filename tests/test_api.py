@@ -65,8 +65,17 @@ def test_model_refuses_a_package_for_another_architecture(tmp_path):
     result = neocompile.compile_model(str(small_onnx_archive(tmp_path)), "ONNX", str(tmp_path / "o"), SMALL_CONFIG,
                                       target_device="rk3399", compiler_options={"verify": False})
     assert result.verification == {"status": "skipped", "reason": "disabled by CompilerOptions verify=false"}
-    with pytest.raises(PackageError, match="is for aarch64 .*but this machine is x86_64"):
+    with pytest.raises(PackageError, match="is for aarch64 .*but this machine is x86_64.*emulate=True"):
         Model(result.artifact_uri)
+
+
+def test_a_foreign_package_runs_under_qemu_with_emulate_and_agrees_with_the_host_build(compiled, tmp_path):
+    result = neocompile.compile_model(str(small_onnx_archive(tmp_path)), "ONNX", str(tmp_path / "o"), SMALL_CONFIG,
+                                      target_device="rasp3b")
+    foreign, host = Model(result.artifact_uri, emulate=True), Model(compiled[0].artifact_uri)
+    assert foreign.emulated_target.name == "rasp3b" and foreign.input_names == host.input_names
+    x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(foreign.run(x)[0], host.run(x)[0], rtol=1e-4, atol=1e-6)
 
 
 def test_zero_tolerance_verification_fails_the_job_with_numbers(tmp_path):

@@ -267,3 +267,10 @@ def test_targets_command_prints_the_registry():
     assert proc.returncode == 0
     for name in ("rasp3b", "rk3288", "jetson_nano", "ml_c5", "sbe_c", "deeplens"):
         assert name in proc.stdout
+
+
+def test_neocompile_run_executes_an_arm_package_under_qemu(example, tmp_path):
+    assert cli(*compile_args(example, tmp_path, target="rk3399")).returncode == 0
+    proc = cli("run", str(tmp_path / "model-rk3399.tar.gz"), "--repeat", "2", tool="neocompile")
+    assert proc.returncode == 0, proc.stderr
+    assert "prob: shape [1, 10] float32" in proc.stdout and "under qemu-aarch64" in proc.stdout
