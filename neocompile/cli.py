@@ -94,6 +94,9 @@ def _progress(quiet: bool):
     def show(event) -> None:
         if quiet or event.status == "start":
             return
+        if event.status == "note":
+            print(f"[{event.stage:<7}] ...    {event.detail}", file=sys.stderr, flush=True)
+            return
         mark = "ok" if event.status == "done" else "FAILED"
         detail = event.detail if event.status == "done" else ""
         print(f"[{event.stage:<7}] {mark:<6} {event.seconds:7.2f}s  {detail}", file=sys.stderr, flush=True)

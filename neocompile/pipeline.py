@@ -28,7 +28,7 @@ FRAMEWORK_VERSION = re.compile(r"^[0-9]\.[A-Za-z0-9.]+$")
 @dataclasses.dataclass
 class StageEvent:
     stage: str
-    status: str  # "start" | "done" | "failed"
+    status: str  # "start" | "note" | "done" | "failed"
     seconds: float = 0.0
     detail: str = ""
 
@@ -223,7 +223,7 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
         compiled = compile_library(loaded.mod, target, p.options, staging / package.LIBRARY)
         s.detail = f"{target.name}: {compiled.target}"
     with stage("verify") as s:
-        bundled, runtime_note = _bundle_runtime(target, staging)
+        bundled, runtime_note = _bundle_runtime(target, staging, lambda text: stage.progress(StageEvent("verify", "note", detail=text)))
         report = _verify(p, loaded, compiled, staging if "bin/neo_run" in bundled else None)
         s.detail = f"{report['status']} ({report.get('mode') or report.get('reason')})"
     with stage("package") as s:
@@ -247,10 +247,13 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
     )
 
 
-def _bundle_runtime(target: Target, staging: Path) -> tuple[list[str], str]:
+def _bundle_runtime(target: Target, staging: Path, note: Callable[[str], None]) -> tuple[list[str], str]:
     """Put the target's TVM runtime (lib/) and the C++ runner (bin/neo_run) into the package folder."""
     from . import emulate, runtime_libs
 
+    if not runtime_libs.is_cached(target.arch):
+        note(f"fetching the {target.arch} TVM runtime once"
+             + (" (no wheel exists: cross-building it from the wheel's sources, about 2 minutes)" if target.arch == "armv7" else ""))
     try:
         # armv7 has no wheel: its runtime is cross-built once from the wheel's sources (about 2 min), then cached.
         runtime_dir = runtime_libs.runtime_libraries(target.arch, build_missing=True)

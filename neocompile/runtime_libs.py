@@ -209,6 +209,11 @@ def _write_versions(folder: Path, arch: str, source: str) -> None:
     (folder / "versions.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+def is_cached(arch: str) -> bool:
+    """Whether the runtime folder for ``arch`` is already in the cache (no download or build needed)."""
+    return arch in ARCHES and _is_complete(runtime_cache_dir(arch))
+
+
 def _is_complete(folder: Path) -> bool:
     return (folder / "versions.json").is_file() and all((folder / n).is_file() for n in REQUIRED_LIBS)
 
