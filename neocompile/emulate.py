@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import VerificationError
-from .runtime_libs import RuntimeUnavailable, host_arch, runtime_cache_dir, runtime_libraries, _is_complete
+from .runtime_libs import RuntimeUnavailable, host_arch, is_cached, runtime_cache_dir, runtime_libraries
 from .targets import cpu_flags
 
 DRIVER_SOURCE = Path(__file__).resolve().parent / "driver" / "neo_run.cc"
@@ -137,7 +137,7 @@ def can_emulate(target, fetch: bool = True) -> tuple[bool, str]:
             return False, str(exc)
     else:
         libs = runtime_cache_dir(target.arch)
-        if not _is_complete(libs):
+        if not is_cached(target.arch):
             return False, f"the {target.arch} TVM runtime is not cached yet ({libs})"
     how = f"under {target.emulator['command']}" if _needs_emulator(target) else "natively"
     return True, f"runs {how} with the TVM runtime in {libs}"

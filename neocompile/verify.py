@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .datainput import TensorSpec
-from .errors import NeoError, VerificationError
+from .errors import VerificationError
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-4

@@ -1,7 +1,6 @@
 """Every registry device compiles and links for real with its own toolchain."""
 from __future__ import annotations
 
-import subprocess
 
 import onnx
 import pytest

@@ -138,7 +138,6 @@ def test_driver_failure_raises_verification_error(tmp_path):
 
 def test_tuple_outputs_and_integer_dtypes(tmp_path):
     """Two inputs (float32, int64) and three outputs (float32, int64, int64) through the emulated driver."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
     from tvm.relax.frontend.onnx import from_onnx
