@@ -29,8 +29,9 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "pip: installing neocompile and its pinned dependencies into $(VENV) (first run: a few minutes)"
-	@$(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-	@$(BIN)/python -c "import tvm, onnx, onnxruntime, torch, boto3, neocompile" || { echo "dependency install failed"; exit 1; }
+	@set -o pipefail; $(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@$(BIN)/python -c "import tvm, onnx, onnxruntime, torch, boto3, neocompile" && test -x $(BIN)/weed \
+	  || { echo "dependency install failed: see the pip output above"; exit 1; }
 	@touch $@
 
 deps: $(STAMPS)/venv
