@@ -25,8 +25,8 @@ def package_name(model_uri: str, label: str) -> str:
     return f"{base or 'model'}-{label}.tar.gz"
 
 
-def write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    """Write compiled.meta with a BLAKE2 digest of every other file in the package folder."""
+def write_meta(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write compiled.meta with a BLAKE2 digest of every other file in the package folder; return what was written."""
     files = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
@@ -34,6 +34,7 @@ def write_meta(folder: Path, meta: dict[str, Any]) -> None:
             files[rel] = {"blake2b": blake2b_file(path), "bytes": path.stat().st_size}
     meta = dict(meta, Files=files)
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    return meta
 
 
 def write_report(folder: Path, report: dict[str, Any]) -> None:

@@ -228,8 +228,7 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
         s.detail = f"{report['status']} ({report.get('mode') or report.get('reason')})"
     with stage("package") as s:
         package.write_report(staging, report)
-        meta = _meta(p, loaded, compiled, report, bundled, runtime_note)
-        package.write_meta(staging, meta)
+        meta = package.write_meta(staging, _meta(p, loaded, compiled, report, bundled, runtime_note))
         tarball = package.make_tarball(staging, work / p.artifact_name)
         digest = blake2b_file(tarball)
         s.detail = f"{p.artifact_name}, {tarball.stat().st_size} bytes"

@@ -111,3 +111,12 @@ def test_model_refuses_a_package_needing_cpu_features_this_machine_lacks(compile
     (tmp_path / "compiled.meta").write_text(json.dumps(meta))
     with pytest.raises(PackageError, match="needs CPU features no_such_flag .*that this CPU lacks"):
         Model(tmp_path)
+
+
+def test_the_same_input_compiles_to_a_byte_identical_library(compiled, tmp_path):
+    # Neo users saw one job give different artifacts in two regions; here the library is reproducible.
+    again = neocompile.compile_model(str(small_onnx_archive(tmp_path)), "ONNX", str(tmp_path / "o"),
+                                     {"data": [1, 3, 32, 32]}, target_device="ml_c5")
+    first = compiled[0].meta["Files"]
+    assert again.meta["Files"]["compiled.so"] == first["compiled.so"]
+    assert again.meta["Files"]["lib/libtvm_runtime.so"] == first["lib/libtvm_runtime.so"]

@@ -34,7 +34,9 @@ def _unsupported_ops(model: Any) -> set[str]:
 
     def walk(graph):
         for node in graph.node:
-            if node.domain in ("", "ai.onnx") and node.op_type not in known:
+            if node.domain not in ("", "ai.onnx"):
+                yield f"{node.domain}.{node.op_type}"  # contrib ops (com.microsoft, ai.onnx.ml, ...)
+            elif node.op_type not in known:
                 yield node.op_type
             for attr in node.attribute:
                 if attr.g and attr.g.node:

@@ -49,3 +49,13 @@ def test_a_corrupt_file_is_reported_not_crashed(tmp_path):
 def test_frameworks_without_a_loader_yet_say_so():
     with pytest.raises(InputConfigurationError, match="'TENSORFLOW' is not supported by this version of neocompile yet; supported: ONNX, PYTORCH"):
         get_loader("TENSORFLOW")
+
+
+def test_contrib_domain_operators_are_named_with_their_domain(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    node = helper.make_node("FastGelu", ["x"], ["y"], domain="com.microsoft")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(InputConfigurationError, match=r"not implemented: \{com.microsoft.FastGelu\}"):
+        get_loader("ONNX").load(_save(tmp_path, model), None, {})

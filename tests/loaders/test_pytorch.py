@@ -64,3 +64,16 @@ def test_archive_rule_accepts_pth_pt_and_pt2_but_only_one(tmp_path):
     (tmp_path / "b.pt").write_bytes(b"x")
     with pytest.raises(InputConfigurationError, match=r"Exactly one .pth or .pt or .pt2 file is allowed for PYTORCH models. Found 2"):
         loader.find_model(tmp_path)
+
+
+def test_dtype_option_makes_integer_inputs_for_embedding_models(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Flatten(), torch.nn.Linear(8 * 6, 3)).eval()
+    path = tmp_path / "model.pth"
+    torch.jit.trace(net, torch.zeros(1, 6, dtype=torch.long)).save(str(path))
+    loaded = get_loader("PYTORCH").load(path, {"input0": (1, 6)}, {"dtype": "int64"})
+    assert loaded.inputs[0].dtype == "int64"
+    ids = np.array([[1, 4, 9, 16, 25, 36]], dtype=np.int64)
+    (ref,) = loaded.reference([ids])
+    with torch.no_grad():
+        np.testing.assert_allclose(ref, net(torch.from_numpy(ids)).numpy(), rtol=1e-6)
