@@ -13,10 +13,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,7 +33,6 @@ _DTYPES = {
 }
 
 #: Seconds the last :func:`run_library` call took, split into phases (for reports and benchmarks).
-last_timing: dict[str, float] = {}
 
 
 class EmulationUnavailable(VerificationError):
@@ -225,7 +222,6 @@ def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float
     lib_path = Path(lib_path).resolve()
     if not lib_path.is_file():
         raise VerificationError(f"Compiled model library {lib_path} does not exist")
-    t0 = time.perf_counter()
     ok, why = can_emulate(target)
     if not ok:
         raise EmulationUnavailable(f"Cannot run the model compiled for {target.name}: {why}")
@@ -233,12 +229,10 @@ def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float
         driver, lib_dir = Path(package_dir) / "bin" / "neo_run", Path(package_dir) / "lib"
     else:
         driver, lib_dir = build_driver(target), None
-    t1 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="neo-run-") as tmp:
         io_dir = Path(tmp)
         write_inputs(io_dir, inputs)
         cmd, env = driver_command(driver, lib_path, io_dir, target, lib_dir)
-        t2 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
@@ -246,7 +240,6 @@ def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float
                 f"Running the model for {target.name} did not finish within {timeout:g} s ({' '.join(cmd)}): "
                 f"{_tail(exc.stderr)}"
             ) from exc
-        t3 = time.perf_counter()
         if proc.returncode != 0:
             status = proc.returncode
             if status < 0:
@@ -262,25 +255,4 @@ def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float
                 f"Running the model compiled for {target.name} failed with {status_text}{hint} "
                 f"({' '.join(cmd)}): {_tail(proc.stderr) or '(no output on stderr)'}"
             )
-        outputs = read_outputs(io_dir)
-        timing = {}
-        timing_file = io_dir / "timing.txt"
-        if timing_file.is_file():
-            for line in timing_file.read_text().splitlines():
-                key, _, value = line.partition(" ")
-                try:
-                    timing[key] = float(value)
-                except ValueError:
-                    pass
-    last_timing.clear()
-    last_timing.update(prepare_s=t1 - t0, process_s=t3 - t2, **{f"driver_{k}": v for k, v in timing.items()})
-    return outputs
-
-
-def describe(target) -> dict[str, Any]:
-    """What :func:`run_library` would use for ``target`` (for manifests and diagnostics), without running it."""
-    ok, why = can_emulate(target, fetch=False)
-    return {"target": target.name, "arch": target.arch, "emulated": _needs_emulator(target),
-            "emulator": (target.emulator or {}).get("command") if _needs_emulator(target) else None,
-            "emulate_cpu": (target.cpu or {}).get("emulate_cpu") if _needs_emulator(target) else None,
-            "available": ok, "reason": why}
+        return read_outputs(io_dir)

@@ -156,7 +156,7 @@ def plan(request: CompilationRequest) -> Plan:
         options=opts,
         loader=loader,
         shapes=shapes,
-        artifact_name=package.package_name(request.model_uri, target.label),
+        artifact_name=package.package_name(request.model_uri, target.name),
     )
 
 

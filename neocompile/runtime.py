@@ -21,7 +21,6 @@ from .errors import NeoError, PackageError
 META = "compiled.meta"
 LIBRARY = "compiled.so"
 
-_MACHINE_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64", "armv7l": "armv7"}
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -65,7 +64,9 @@ class Model:
         self._inputs = self.meta["Model"]["Inputs"]
         self._outputs = self.meta["Model"]["Outputs"]
         arch = self.meta.get("Compilation", {}).get("Arch")
-        here = _MACHINE_ARCH.get(platform.machine().lower(), platform.machine())
+        from .runtime_libs import host_arch
+
+        here = host_arch() or platform.machine()
         self.emulated_target = None
         if arch and arch != here:
             if not emulate:

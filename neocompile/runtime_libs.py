@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -60,15 +61,20 @@ class RuntimeUnavailable(NeoError):
     category = "RuntimeUnavailable"
 
 
-def runtime_versions() -> dict[str, str]:
-    """The installed TVM and tvm-ffi versions (PyPI version strings), for package manifests."""
+@functools.lru_cache(maxsize=1)
+def _installed_versions() -> tuple[tuple[str, str], ...]:
     out = {}
     for key, dist in (("tvm", "apache-tvm"), ("tvm-ffi", "apache-tvm-ffi")):
         try:
             out[key] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError as exc:
             raise RuntimeUnavailable(f"{dist} is not installed in {sys.prefix}; cannot ship its runtime") from exc
-    return out
+    return tuple(out.items())
+
+
+def runtime_versions() -> dict[str, str]:
+    """The installed TVM and tvm-ffi versions (PyPI version strings), for package manifests."""
+    return dict(_installed_versions())
 
 
 def cache_root() -> Path:

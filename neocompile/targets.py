@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -54,11 +53,6 @@ class Target:
     #: The device a TargetPlatform with the same Os/Arch/Accelerator compiles like.
     platform_default: bool = False
 
-    @property
-    def label(self) -> str:
-        """Suffix of the package name: the device name, or OS_ARCH[_ACCEL] for a platform."""
-        return self.name
-
     def tvm_target(self, options: dict[str, Any] | None = None):
         """The ``tvm.target.Target`` for this device, with CompilerOptions (mcpu, mattr, gpu-code) applied."""
         import tvm  # heavy; only when compiling
@@ -84,16 +78,12 @@ class Target:
 
     def host_is_native(self) -> bool:
         """Whether code for this target's host CPU can run on this machine without emulation."""
-        import platform
+        from .runtime_libs import host_arch
 
-        machine = platform.machine()
-        if {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(machine.lower()) != self.arch:
+        if host_arch() != self.arch:
             return False
         wanted = self.cpu.get("host_features") or []
         return set(wanted) <= cpu_flags()
-
-    def toolchain_available(self) -> bool:
-        return shutil.which(self.cross_compiler) is not None
 
     def summary(self) -> dict[str, Any]:
         """A flat row for `neocompile targets` and the package manifest."""
