@@ -4,13 +4,19 @@ TVM 0.27 has no TorchScript importer, so TorchScript goes TorchScript -> Exporte
 (``TS2EPConverter``, a private torch API: torch is pinned) -> ``from_exported_program``; if that
 conversion fails, through ``torch.onnx.export`` -> the ONNX frontend. ``.pt2`` files are loaded with
 ``torch.export.load`` and imported directly.
+
+Nothing from the file runs: only ``torch.jit.load`` and the weights-only unpickler read pickles (a model pickled
+whole is refused with how to save it), and ``.pt2`` files are loaded with torch's code-running paths refused
+(``_load_program``).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import re
 import warnings
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,11 +29,55 @@ from .base import LoadedModel, Loader, outputs_from_relax
 LEXICAL_HINT = (
     "Make sure that inputs are lexically ordered (input0, input1, ...) and that DataInputConfig shapes match the model."
 )
+HOW_TO_SAVE = (
+    "Save the model as TorchScript, torch.jit.trace(model, example).save('model.pth') or "
+    "torch.jit.script(model).save('model.pth'), or as a torch.export program, "
+    "torch.export.save(torch.export.export(model, args), 'model.pt2')."
+)
+# Advice torch wraps around the one line saying why a load failed (it says "corrupted" for any non-zip file).
+_ADVICE_LINE = re.compile(r"^(Weights only load failed|\(\d\)|Check the documentation|In PyTorch 2\.6|Please file an issue)")
+_ADVICE_TAIL = re.compile(r"\s*(This is an internal miniz error|Please use `torch\.serialization|In PyTorch 2\.6).*$")
 
 
-def _fail(what: str, exc: BaseException) -> InputConfigurationError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return InputConfigurationError(f"TVM cannot convert the PyTorch model. {what}: {type(exc).__name__}: {text} {LEXICAL_HINT}")
+def _reason(exc: BaseException) -> str:
+    """The line of a torch load error that says why (the refused global, the missing record), without the advice."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    for line in text.splitlines():
+        line = line.strip()
+        if "WeightsUnpickler error:" in line:
+            line = line.split("WeightsUnpickler error:", 1)[1].strip()
+        elif _ADVICE_LINE.match(line):
+            continue
+        line = _ADVICE_TAIL.sub("", line).rstrip(":")
+        if line:
+            return line
+    return type(exc).__name__
+
+
+# The line where a Python exception's own text starts, after TorchScript's "Traceback of TorchScript" listing.
+_ERROR_LINE = re.compile(r"^(\w+\.)*\w+(Error|Exception): ")
+MAX_CAUSE = 800
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong, in the exception's own words: TorchScript's interpreter errors open with "The following
+    operation failed..." and a listing of frames; keep the error line(s) at their end instead of that first line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if any(line.startswith("Traceback of TorchScript") for line in lines):
+        starts = [i for i, line in enumerate(lines) if _ERROR_LINE.match(line)]
+        lines = lines[starts[-1]:] if starts else lines
+    text = " ".join(lines)
+    if len(text) > MAX_CAUSE:
+        text = text[: MAX_CAUSE - 3].rstrip() + "..."
+    name = type(exc).__name__
+    return text if _ERROR_LINE.match(text) else f"{name}: {text}" if text else name
+
+
+def _fail(what: str, exc: BaseException, about_inputs: bool = False) -> InputConfigurationError:
+    """``about_inputs``: the failure comes from the given inputs (count, shapes, order), so the hint applies."""
+    cause = _cause(exc)
+    hint = f"{'' if cause.endswith(('.', '?', '!')) else '.'} {LEXICAL_HINT}" if about_inputs else ""
+    return InputConfigurationError(f"TVM cannot convert the PyTorch model. {what}: {cause}{hint}")
 
 
 class PyTorchLoader(Loader):
@@ -59,7 +109,7 @@ class PyTorchLoader(Loader):
             with torch.no_grad():
                 module(*examples)
         except Exception as exc:
-            raise _fail(f"Running it on inputs of shapes {[list(s.shape) for s in declared]} failed", exc) from exc
+            raise _fail(f"Running it on inputs of shapes {[list(s.shape) for s in declared]} failed", exc, about_inputs=True) from exc
         mod, route = self._import_scripted(module, examples, declared)
         return LoadedModel(
             mod=mod,
@@ -74,27 +124,33 @@ class PyTorchLoader(Loader):
 
     # -- TorchScript ---------------------------------------------------------------------------------------------
     def _load_scripted(self, path: Path) -> Any:
+        """TorchScript only. Anything else is classified with the weights-only unpickler, which builds tensors and
+        plain containers and refuses every other global: nothing pickled in the archive ever runs."""
         import torch
 
         try:
             return torch.jit.load(str(path), map_location="cpu").eval()
-        except Exception as jit_exc:
-            try:
-                obj = torch.load(str(path), map_location="cpu", weights_only=False)
-            except Exception:
-                raise InputConfigurationError(
-                    f"Unable to load PyTorch model {path.name}: it is neither TorchScript (torch.jit.save) nor a torch.save'd module "
-                    f"({type(jit_exc).__name__}: {str(jit_exc).strip().splitlines()[0] if str(jit_exc).strip() else ''}). "
-                    "Save it with torch.jit.trace(...).save() or torch.export.save()."
-                ) from jit_exc
-            if isinstance(obj, dict):
-                raise InputConfigurationError(
-                    f"PyTorch file {path.name} holds a state_dict (weights only), not a model; save the model with "
-                    "torch.jit.trace(model, example).save('model.pth') or torch.export.save()."
-                )
-            if not isinstance(obj, torch.nn.Module):
-                raise InputConfigurationError(f"PyTorch file {path.name} holds a {type(obj).__name__}, not a model")
-            return obj.eval()
+        except Exception as exc:
+            jit_reason = _reason(exc)
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            reason = _reason(exc)
+            if "TorchScript archive" in str(exc):
+                what = f"is a TorchScript archive that torch.jit.load refuses ({jit_reason})"
+            elif "GLOBAL" in str(exc):
+                what = (f"is not TorchScript (torch.jit.load: {jit_reason}) but a pickle that needs Python code to load "
+                        f"(the weights-only unpickler refuses it: {reason}), such as a model saved whole with torch.save(model)")
+            else:
+                what = (f"is neither TorchScript (torch.jit.load: {jit_reason}) nor a PyTorch checkpoint "
+                        f"(the weights-only unpickler: {reason})")
+            raise InputConfigurationError(
+                f"Unable to load PyTorch model {path.name}: it {what}. neocompile never unpickles Python objects from an "
+                f"untrusted archive. {HOW_TO_SAVE}"
+            ) from None
+        if isinstance(obj, dict):
+            raise InputConfigurationError(f"PyTorch file {path.name} holds a state_dict (weights only), not a model. {HOW_TO_SAVE}")
+        raise InputConfigurationError(f"PyTorch file {path.name} holds a {type(obj).__name__}, not a model. {HOW_TO_SAVE}")
 
     def _import_scripted(self, module: Any, examples: tuple, declared: list[TensorSpec]) -> tuple[Any, str]:
         import torch
@@ -103,14 +159,16 @@ class PyTorchLoader(Loader):
         try:
             from torch._export.converter import TS2EPConverter
 
+            converted = module
             if isinstance(module, torch.jit.ScriptModule):
                 # The converter leaves dims symbolic (Dim.AUTO); re-export pins them to the given shapes.
-                module = TS2EPConverter(module, examples).convert().module()
-            program = torch.export.export(module, examples, strict=False)
+                converted = TS2EPConverter(module, examples).convert().module()
+            program = torch.export.export(converted, examples, strict=False)
             return from_exported_program(program, keep_params_as_input=False), "torchscript -> torch.export (TS2EPConverter) -> relax"
         except Exception as first:
             first_error = first
-        # Fallback: the legacy TorchScript ONNX exporter, then the ONNX frontend.
+        # Fallback: the legacy TorchScript ONNX exporter (given the original module, not the converter's output),
+        # then the ONNX frontend.
         import onnx
 
         from .onnx import import_onnx
@@ -121,7 +179,7 @@ class PyTorchLoader(Loader):
             torch.onnx.export(module, examples, buf, input_names=names, dynamo=False, opset_version=17)
             model = onnx.load_from_string(buf.getvalue())
         except Exception as exc:
-            raise _fail(f"Conversion failed (torch.export: {type(first_error).__name__}: {first_error}; ONNX export)", exc) from exc
+            raise _fail(f"Neither route converts it. torch.export (TS2EPConverter): {_cause(first_error)}; ONNX export", exc) from exc
         return import_onnx(model, {s.name: s.shape for s in declared}, "PyTorch"), "torchscript -> onnx (torch.onnx.export) -> relax"
 
     # -- torch.export ----------------------------------------------------------------------------------------------
@@ -129,10 +187,7 @@ class PyTorchLoader(Loader):
         import torch
         from tvm.relax.frontend.torch import from_exported_program
 
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:
-            raise InputConfigurationError(f"Unable to load torch.export program {path.name}: {type(exc).__name__}: {exc}") from exc
+        program = _load_program(path)
         user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
         placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
         declared = []
@@ -206,3 +261,175 @@ def _torch_reference(module: Any):
         return flat
 
     return run
+
+
+# -- torch.export.load without running code from the file ----------------------------------------------------------
+# Left alone, torch.export.load (torch 2.13) runs what the file asks for: torch.load(weights_only=False) for the
+# example inputs, pickled weights and constants (and the whole 2.7 zip format), pickle.loads for "opaque"
+# constants, TorchScript custom objects, imports of modules a pytree context names, sympy.sympify (an eval) of
+# every symbolic shape expression, and dlopen of AOTInductor libraries packed in the archive. _load_program lets
+# tensors, JSON and plain sympy expressions through and refuses the rest; then it checks that the graph calls
+# PyTorch operators only, before anything runs it.
+
+class _Refused(Exception):
+    """The file asked for code to run. Not a RuntimeError: torch.export.load retries another format on those."""
+
+
+class _Override:
+    """A module seen through a few replaced attributes."""
+
+    def __init__(self, real: Any, **replaced: Any):
+        self._real, self._replaced = real, replaced
+
+    def __getattr__(self, name: str) -> Any:
+        return self._replaced[name] if name in self._replaced else getattr(self._real, name)
+
+
+_SYMPY_CALLS = frozenset({
+    "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Max", "Min", "Mod", "Abs", "floor", "ceiling",
+    "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan", "StrictGreaterThan", "LessThan",
+    "GreaterThan", "And", "Or", "Not", "Piecewise", "ITE",
+})
+_FILE_OPS = frozenset({"aten::from_file"})  # operators that open a path named in the graph
+
+
+def _check_sym_expr(text: str, names: Any) -> str | None:
+    """Why ``text`` is not a plain sympy expression as torch writes it (srepr), or None when it is."""
+    import ast
+    import builtins
+
+    import sympy
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        return f"an unparsable symbolic expression ({type(exc).__name__})"
+    binary = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not (isinstance(node.func, ast.Name) and (node.func.id in _SYMPY_CALLS or node.func.id in names)):
+                return f"a call in a symbolic expression: {ast.unparse(node.func)[:80]}"
+            if any(k.arg is None or not isinstance(k.value, ast.Constant) for k in node.keywords):
+                return "a computed keyword argument in a symbolic expression"
+        elif isinstance(node, ast.Name):
+            known = node.id in _SYMPY_CALLS or node.id in names or node.id in ("oo", "zoo", "nan", "true", "false")
+            if not known and (node.id.startswith("_") or hasattr(builtins, node.id) or hasattr(sympy, node.id)):
+                return f"the name {node.id!r} in a symbolic expression"
+        elif isinstance(node, ast.Constant):
+            if not isinstance(node.value, (int, float, str, bool, type(None))):
+                return f"a constant of type {type(node.value).__name__} in a symbolic expression"
+        elif not isinstance(node, (ast.Expression, ast.Load, ast.keyword, ast.Tuple, ast.BinOp, ast.UnaryOp, ast.Compare,
+                                   ast.BoolOp, ast.USub, ast.UAdd, ast.Not, ast.And, ast.Or, ast.Eq, ast.NotEq, ast.Lt,
+                                   ast.LtE, ast.Gt, ast.GtE, *binary)):
+            return f"{type(node).__name__} syntax in a symbolic expression"
+    return None
+
+
+@contextlib.contextmanager
+def _no_code_from_file(refused: list[str]):
+    """Inside: torch.load is weights-only and what would run code from a .pt2 file raises _Refused instead."""
+    import importlib
+    import sys
+
+    import sympy
+    import torch
+    from torch._export.serde import serialize
+    from torch.export.pt2_archive import _package
+    from torch.utils import _pytree
+
+    def refuse(what: str) -> Any:
+        refused.append(what)
+        raise _Refused(what)
+
+    def weights_only_load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        try:
+            return real_load(f, *args, **kwargs)
+        except Exception as exc:
+            return refuse(f"a pickle that needs Python code to load ({_reason(exc)})")
+
+    def sympify(expr: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(expr, str):
+            why = _check_sym_expr(expr, kwargs.get("locals") or {})
+            if why:
+                refuse(f"{why}: {expr[:120]!r}")
+        return sympy.sympify(expr, *args, **kwargs)
+
+    def imported_only(name: str, package: Any = None) -> Any:
+        return sys.modules[name] if name in sys.modules else refuse(f"an import of module {name!r}")
+
+    real_load = torch.load
+    patches = [
+        (torch, "load", weights_only_load),
+        (torch._C, "_pickle_load_obj", lambda *a, **k: refuse("a TorchScript custom object")),
+        (_package, "pickle", _Override(_package.pickle, loads=lambda *a, **k: refuse("a pickled Python object"))),
+        (_pytree, "importlib", _Override(importlib, import_module=imported_only)),
+        (serialize, "sympy", _Override(sympy, sympify=sympify)),
+    ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    try:
+        for owner, name, value in patches:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
+def _load_program(path: Path) -> Any:
+    """``torch.export.load`` allowing tensors, JSON and plain shape expressions only; the graph may call operators only."""
+    import zipfile
+
+    import torch
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        members = []  # torch.export.load says what is wrong with it
+    native = [m for m in members if "aotinductor" in m.split("/")]
+    refused: list[str] = []
+    if native:
+        refused.append(f"AOTInductor native code ({native[0]})")
+    else:
+        try:
+            with _no_code_from_file(refused):
+                program = torch.export.load(str(path))
+        except Exception as exc:
+            if not refused:
+                raise InputConfigurationError(f"Unable to load torch.export program {path.name}: {type(exc).__name__}: {exc}") from exc
+    if not refused:
+        refused += _foreign_calls(program)
+    if refused:
+        raise InputConfigurationError(
+            f"Unable to load torch.export program {path.name}: it asks to run code from the archive "
+            f"({'; '.join(dict.fromkeys(refused))}). neocompile never unpickles Python objects from an untrusted archive "
+            f"or runs code shipped in it. {HOW_TO_SAVE}"
+        )
+    return program
+
+
+def _foreign_calls(program: Any) -> list[str]:
+    """The first graph node (in the program and its subgraphs) that calls anything but a PyTorch operator."""
+    import operator
+
+    import torch
+    from torch._export.serde import serialize
+
+    allowed = set(getattr(serialize, "_SYM_OPS", ())) | {operator.getitem}  # what torch itself writes for shape math
+    ops = (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)
+    for module in program.graph_module.modules():
+        for node in module.graph.nodes if isinstance(module, torch.fx.GraphModule) else ():
+            target = node.target
+            if node.op in ("placeholder", "get_attr", "output"):
+                continue
+            if node.op == "call_function":
+                if isinstance(target, ops):
+                    name = getattr(target, "_qualified_op_name", None) or getattr(getattr(target, "_schema", None), "name", "")
+                    if name not in _FILE_OPS:
+                        continue
+                elif isinstance(target, Hashable) and target in allowed:
+                    continue
+            what = f"{getattr(target, '__module__', None) or ''}.{getattr(target, '__name__', None) or target}".lstrip(".")
+            return [f"graph node {node.name!r} calls {what} ({node.op}), not a PyTorch operator"]
+    return []
