@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-APT_PACKAGES := g++ g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user binutils
+APT_PACKAGES := g++ binutils libc6-arm64-cross libc6-armhf-cross qemu-user debootstrap
 OUT ?= out
 EXAMPLE := examples/model.tar.gz
 CROSS_TARGET ?= rasp3b
@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 all: test
 
-$(STAMPS)/apt:
+$(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +17,14 @@ class CompiledLibrary:
     needs: list[str]  # what the package still needs on the device, in plain words
 
 
-def _toolchain(target: Target) -> Any:
-    from tvm.support import cc
-
-    if not shutil.which(target.cross_compiler):
-        raise CompilationError(
-            f"Cross compiler '{target.cross_compiler}' for {target.name} is not installed; "
-            f"install the Debian package '{target.toolchain_package}' (make deps does)"
-        )
-    return cc.cross_compiler(target.cross_compiler)
-
-
 def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path: Path) -> CompiledLibrary:
     """``tvm.compile`` the module for ``target`` and export one shared library at ``out_path``."""
     import tvm
 
+    from .device import toolchain
+
     target_dict = target.target_dict(options)
-    fcompile = _toolchain(target)
+    fcompile = toolchain.linker(target)  # zig, for the device's glibc floor
     try:
         tvm_target = tvm.target.Target(target_dict)
     except Exception as exc:
@@ -47,10 +36,10 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
     try:
         executable.export_library(str(out_path), fcompile=fcompile)
+    except CompilationError:
+        raise
     except Exception as exc:
-        raise CompilationError(
-            f"Linking the compiled model for {target.name} with {target.cross_compiler} failed: {_first_line(exc)}"
-        ) from exc
+        raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
     device_code, needs = _device_code(target, out_path)
     return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs)
 
@@ -103,23 +92,3 @@ def _first_line(exc: BaseException) -> str:
     # TVM errors carry long C++ tracebacks; the last non-empty line is the message.
     lines = [l for l in text.splitlines() if l.strip()]
     return lines[-1] if lines else type(exc).__name__
-
-
-def min_glibc(lib: Path, target: Target) -> str | None:
-    """The newest GLIBC_x.y symbol version the library requires (what the device's libc must provide)."""
-    prefix = target.cross_compiler.rsplit("-", 1)[0] + "-" if "-" in target.cross_compiler else ""
-    for tool in (f"{prefix}objdump", "objdump"):
-        if shutil.which(tool):
-            break
-    else:
-        return None
-    try:
-        out = subprocess.run([tool, "-T", str(lib)], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    versions = set()
-    for token in out.split():
-        token = token.strip("()")
-        if token.startswith("GLIBC_") and token[6:7].isdigit():
-            versions.add(tuple(int(x) for x in token[6:].split(".") if x.isdigit()))
-    return "GLIBC_" + ".".join(map(str, max(versions))) if versions else None

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__, archive, datainput, options as options_mod, package, storage
-from .compiler import check_cpu, compile_library, min_glibc
+from . import __version__, archive, datainput, options as options_mod, package, sandbox, storage
+from .compiler import check_cpu, compile_library
+from .device import floors as device_floors
 from .digest import blake2b_file
-from .errors import JobTimeout, NeoError, ValidationError
+from .errors import JobTimeout, ValidationError
 from .loaders import get_loader
 from .targets import Target, get_target, resolve_platform
 from .verify import DEFAULT_ATOL, DEFAULT_RTOL, skipped, verify
@@ -102,6 +103,9 @@ class Plan:
 
 @dataclasses.dataclass
 class CompilationResult:
+    """What a job gives back. Per-job facts (name, time, stage timings, verification seconds) live here and not in
+    the package, so that two builds of the same input are byte-identical packages with equal digests."""
+
     job_name: str
     artifact_uri: str
     artifact_digest: str
@@ -109,6 +113,7 @@ class CompilationResult:
     verification: dict[str, Any]
     timings: dict[str, float]
     derived_data_input_config: dict[str, list[int]]
+    created_time: str = ""
 
 
 def plan(request: CompilationRequest) -> Plan:
@@ -207,6 +212,7 @@ def run(request: CompilationRequest, progress: Progress | None = None, workdir: 
 
 def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
     req, target = p.request, p.target
+    created = package.now_iso()
     with stage("fetch") as s:
         archive_path = storage.fetch(req.model_uri, work / "input")
         s.detail = f"{archive_path.stat().st_size} bytes"
@@ -215,8 +221,8 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
         model_file = p.loader.find_model(root)
         s.detail = str(model_file.relative_to(root))
     with stage("load") as s:
-        loaded = p.loader.load(model_file, p.shapes, p.options)
-        s.detail = loaded.route
+        # Untrusted files are opened only in a confined child process; see sandbox.py.
+        loaded, s.detail = sandbox.load_model(p.loader, root, p.shapes, p.options, stage.deadline)
     staging = work / "package"
     staging.mkdir()
     with stage("compile") as s:
@@ -228,7 +234,9 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
         s.detail = f"{report['status']} ({report.get('mode') or report.get('reason')})"
     with stage("package") as s:
         package.write_report(staging, report)
-        meta = package.write_meta(staging, _meta(p, loaded, compiled, report, bundled, runtime_note))
+        floors = device_floors.package_floors(staging)
+        device_floors.check(floors, target)  # a package its device's OS cannot load is a failed job
+        meta = package.write_meta(staging, _meta(p, loaded, compiled, report, bundled, runtime_note, floors))
         tarball = package.make_tarball(staging, work / p.artifact_name)
         digest = blake2b_file(tarball)
         s.detail = f"{p.artifact_name}, {tarball.stat().st_size} bytes"
@@ -243,28 +251,26 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
         verification=report,
         timings=dict(stage.timings),
         derived_data_input_config=loaded.data_input_config,
+        created_time=created,
     )
 
 
 def _bundle_runtime(target: Target, staging: Path, note: Callable[[str], None]) -> tuple[list[str], str]:
     """Put the target's TVM runtime (lib/) and the C++ runner (bin/neo_run) into the package folder."""
-    from . import emulate, runtime_libs
+    from .device import runner, tvm_runtime
 
-    if not runtime_libs.is_cached(target.arch):
-        note(f"fetching the {target.arch} TVM runtime once"
-             + (" (no wheel exists: cross-building it from the wheel's sources, about 2 minutes)" if target.arch == "armv7" else ""))
-    try:
-        # armv7 has no wheel: its runtime is cross-built once from the wheel's sources (about 2 min), then cached.
-        runtime_dir = runtime_libs.runtime_libraries(target.arch, build_missing=True)
-        driver = emulate.build_driver(target)
-    except NeoError as exc:
-        return [], str(exc)
+    if not tvm_runtime.is_cached(target.arch):
+        note(f"building the {target.arch} TVM runtime for glibc {tvm_runtime.build_spec(target.arch)['glibc']} "
+             "once (zig, from the wheel's C++ sources: a few minutes, then cached)")
+    # No package ships without its runtime and runner: a failure to build them fails the job.
+    runtime_dir = tvm_runtime.runtime_libraries(target.arch)
+    driver = runner.build_driver(target)
     return package.add_runtime(staging, runtime_dir, driver), ""
 
 
 def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, Any]:
     """Run the package where it can run (natively or under emulation) next to the source framework."""
-    from . import emulate
+    from .device import runner
     from .runtime import run_library
 
     target = p.target
@@ -279,7 +285,7 @@ def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, An
     if target.host_is_native():
         mode = "native" if package_dir is None else "native: bin/neo_run"
     else:
-        ok, why = emulate.can_emulate(target)
+        ok, why = runner.can_emulate(target)
         if not ok or package_dir is None:
             return skipped(why if not ok else "no runtime for the target's architecture to run it with")
         cpu = target.cpu.get("emulate_cpu")
@@ -287,7 +293,7 @@ def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, An
     if package_dir is None:
         run = lambda xs: run_library(compiled.path, xs)  # noqa: E731  (in-process Python runtime)
     else:
-        run = lambda xs: emulate.run_library(compiled.path, target, xs, package_dir=package_dir)  # noqa: E731
+        run = lambda xs: runner.run_library(compiled.path, target, xs, package_dir=package_dir)  # noqa: E731
     report = verify(run, loaded.reference, loaded.inputs, names, mode, **tol)
     # Shapes the importer could not infer statically are taken from the verified run.
     for i, row in enumerate(report.get("outputs", [])):
@@ -297,8 +303,10 @@ def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, An
     return report
 
 
-def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str], runtime_note: str) -> dict[str, Any]:
-    from .runtime_libs import runtime_versions
+def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str], runtime_note: str,
+          floors: dict[str, Any]) -> dict[str, Any]:
+    from .device import toolchain
+    from .device.tvm_runtime import runtime_versions
 
     target = p.target
     versions = runtime_versions()
@@ -306,15 +314,18 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
         "Requirements": {
             "TargetDevice": target.name.upper(),
             "TargetDeviceType": target.device_type,
-            "MinGlibc": min_glibc(compiled.path, target),
+            # The true floors over every ELF file in the package (model, runtime, runner); Model and neo_run
+            # refuse to load on an older glibc.
+            "MinGlibc": f"GLIBC_{floors['GLIBC']}" if floors["GLIBC"] else None,
+            "MinGlibcxx": f"GLIBCXX_{floors['GLIBCXX']}" if floors["GLIBCXX"] else None,
+            "ReferenceOS": {"Name": target.os["reference"], "Glibc": target.glibc_floor, "Glibcxx": target.glibcxx_floor},
+            "FileFloors": floors["Files"],
             # x86 CPU flags (as /proc/cpuinfo names them) the code assumes; runtime.Model checks them.
             "CpuFeatures": target.cpu.get("host_features") or [],
             "Runtime": f"apache-tvm {versions.get('tvm')} (Relax VM), apache-tvm-ffi {versions.get('tvm-ffi')}",
             "DeviceNeeds": compiled.needs,
         },
         "Compilation": {
-            "CreatedTime": package.now_iso(),
-            "CompilationJobName": p.job_name,
             "Compiler": f"neocompile {__version__}",
             "TVMVersion": versions.get("tvm"),
             "TVMFFIVersion": versions.get("tvm-ffi"),
@@ -325,7 +336,7 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
             "Arch": target.arch,
             "FloatABI": target.float_abi,
             "Mcpu": compiled.target.get("host", compiled.target).get("mcpu"),
-            "CrossCompiler": target.cross_compiler,
+            "Toolchain": f"zig {toolchain.zig_version()} ({target.toolchain['zig_target']}.{target.glibc_floor})",
             "DeviceCode": compiled.device_code,
             "Framework": loaded.framework,
             "FrameworkVersion": p.request.framework_version or loaded.framework_version,

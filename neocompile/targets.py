@@ -38,12 +38,14 @@ class Target:
     name: str
     description: str
     platform: dict[str, Any]
+    #: The device's reference OS and its floors: {"reference", "glibc", "glibcxx", "test_image"}.
+    os: dict[str, Any]
     device_type: str  # cpu | gpu | opencl, as in DLR's compiled.meta
     triple: str
     arch: str  # x86_64 | aarch64 | armv7: the runtime architecture
     float_abi: str | None
-    cross_compiler: str
-    toolchain_package: str
+    #: zig target and baseline CPU for the runtime, the runner and the model library's link (device/toolchain.py).
+    toolchain: dict[str, Any]
     emulator: dict[str, Any]
     cpu: dict[str, Any]
     target: dict[str, Any]
@@ -76,9 +78,19 @@ class Target:
         accel["host"] = host
         return accel
 
+    @property
+    def glibc_floor(self) -> str:
+        """The oldest glibc the device's reference OS has, e.g. ``"2.28"``: no file in its package may need more."""
+        return str(self.os["glibc"])
+
+    @property
+    def glibcxx_floor(self) -> str:
+        """The newest GLIBCXX version the device's libstdc++ provides, e.g. ``"3.4.25"``."""
+        return str(self.os["glibcxx"])
+
     def host_is_native(self) -> bool:
         """Whether code for this target's host CPU can run on this machine without emulation."""
-        from .runtime_libs import host_arch
+        from .device.tvm_runtime import host_arch
 
         if host_arch() != self.arch:
             return False
@@ -96,8 +108,10 @@ class Target:
             "Triple": self.triple,
             "Mcpu": self.cpu.get("mcpu"),
             "FloatAbi": self.float_abi,
-            "CrossCompiler": self.cross_compiler,
-            "ToolchainPackage": self.toolchain_package,
+            "ReferenceOS": self.os.get("reference"),
+            "MinGlibc": self.glibc_floor,
+            "MinGlibcxx": self.glibcxx_floor,
+            "Toolchain": f"zig {self.toolchain['zig_target']}.{self.glibc_floor}",
         }
 
 
@@ -127,6 +141,10 @@ def _load(path: Path) -> Target:
         raise TargetError(f"Target registry file {path} lacks fields {sorted(missing)}")
     if data["name"] != path.stem:
         raise TargetError(f"Target registry file {path} declares name {data['name']!r}; expected {path.stem!r}")
+    for field, keys in (("os", ("reference", "glibc", "glibcxx")), ("toolchain", ("zig_target", "baseline_cpu"))):
+        value = data[field]
+        if not isinstance(value, dict) or any(not value.get(k) for k in keys):
+            raise TargetError(f"Target registry file {path}: '{field}' must be an object with {', '.join(keys)}; got {value!r}")
     known = {f.name for f in dataclasses.fields(Target)}
     return Target(**{k: v for k, v in data.items() if k in known})
 

@@ -23,7 +23,9 @@ def test_every_device_is_consistent(name):
         assert t.target["host"] == t.host and t.target["kind"] == t.accelerator["kind"]
     if t.arch == "armv7":
         assert t.host.get("mfloat-abi") == "hard" and t.float_abi == "hard"  # VFP argument mismatch otherwise
-    assert t.toolchain_package and t.cross_compiler and t.emulator["command"].startswith("qemu-")
+    assert t.toolchain["zig_target"] and t.toolchain["baseline_cpu"] and t.emulator["command"].startswith("qemu-")
+    # The reference OS and its floors are data: glibc x.y, GLIBCXX 3.4.z.
+    assert t.os["reference"] and t.glibc_floor.startswith("2.") and t.glibcxx_floor.startswith("3.4.")
 
 
 @pytest.mark.parametrize("name", SEED_DEVICES)

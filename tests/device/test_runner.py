@@ -1,19 +1,18 @@
-"""Run TVM-compiled libraries through neocompile.emulate, natively (x86_64) and under qemu-user (aarch64).
+"""Run TVM-compiled libraries through the package runner, natively (x86_64) and under qemu-user (ARM).
 
-Real tools only: a missing cross compiler, qemu or TVM runtime makes these tests fail with the reason.
+Real tools only: a missing zig, qemu or TVM runtime makes these tests fail with the reason.
 """
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from neocompile import emulate
-from neocompile.errors import NeoError, VerificationError
-from neocompile.runtime_libs import RuntimeUnavailable, elf_info, runtime_libraries, runtime_versions
+from neocompile.device import elf, runner as emulate, toolchain
+from neocompile.device.tvm_runtime import ARCHES, build_spec, runtime_libraries, runtime_versions
+from neocompile.errors import CompilationError, VerificationError
 from neocompile.targets import get_target
 
 
@@ -57,30 +56,33 @@ def relax_mod(small_onnx):
 
 
 def _require_tools(target) -> None:
-    missing = [tool for tool in (target.cross_compiler,) if shutil.which(tool) is None]
     if target.arch != "x86_64":
-        missing += [t for t in (target.emulator["command"],) if shutil.which(t) is None]
-    assert not missing, (
-        f"{target.name} needs {missing} on PATH: install Debian packages {target.toolchain_package} "
-        f"and {target.emulator.get('package')}"
-    )
+        missing = [t for t in (target.emulator["command"],) if shutil.which(t) is None]
+        assert not missing, f"{target.name} needs {missing} on PATH: install Debian package {target.emulator.get('package')}"
 
 
 def _compile(relax_mod, target, out_dir: Path) -> Path:
     import tvm
-    from tvm.support import cc
 
     exe = tvm.compile(relax_mod, target.tvm_target())
     path = out_dir / f"{target.name}.so"
-    exe.export_library(str(path), fcompile=cc.cross_compiler(target.cross_compiler))
+    exe.export_library(str(path), fcompile=toolchain.linker(target))
     return path
 
 
-@pytest.mark.parametrize("device", ["rk3399", "ml_c5"])
+def _best_native_x86() -> str:
+    from neocompile.targets import all_targets
+
+    native = [t for t in all_targets().values() if t.arch == "x86_64" and t.accelerator is None and t.host_is_native()]
+    assert native, "no x86_64 registry device runs natively on this CPU"
+    return max(native, key=lambda t: (len(t.cpu.get("host_features") or []), t.name)).name
+
+
+@pytest.mark.parametrize("device", ["rk3399", "native-x86"])
 def test_run_library_matches_onnxruntime(device, small_onnx, relax_mod, tmp_path):
     import onnxruntime as ort
 
-    target = get_target(device)
+    target = get_target(_best_native_x86() if device == "native-x86" else device)
     _require_tools(target)
     ok, why = emulate.can_emulate(target)
     assert ok, f"cannot run {device} here: {why}"
@@ -97,35 +99,41 @@ def test_run_library_matches_onnxruntime(device, small_onnx, relax_mod, tmp_path
     assert err < 1e-4, f"{device}: max abs error {err}"
 
 
-def test_runtime_folder_is_complete_for_aarch64():
-    libs = runtime_libraries("aarch64")
-    assert libs == runtime_libraries("aarch64")  # cached
-    versions = runtime_versions()
-    assert versions["tvm"] in str(libs)
-    for name in ("libtvm_runtime.so", "libtvm_ffi.so"):
-        machine, needed = elf_info(libs / name)
-        assert machine == 183, f"{name} is not an aarch64 ELF"
-    assert "libtvm_ffi.so" in elf_info(libs / "libtvm_runtime.so")[1]
+@pytest.mark.parametrize("arch", ARCHES)
+def test_runtime_folder_is_built_for_the_architecture_and_its_glibc_floor(arch):
+    libs = runtime_libraries(arch)
+    assert libs == runtime_libraries(arch)  # cached
+    spec = build_spec(arch)
+    assert runtime_versions()["tvm"] in str(libs) and f"glibc{spec['glibc']}" in libs.name
+    for name in ("libtvm_runtime.so", "libtvm_ffi.so", "libtvm_runtime_extra.so"):
+        needs = elf.read(libs / name)
+        assert needs.arch == arch, f"{name} is not an {arch} ELF"
+        # libc++ is linked in: no libstdc++ on the device is needed, and nothing above the glibc floor.
+        assert not any(n.startswith(("libstdc++", "libgcc_s")) for n in needs.needed), needs.needed
+        assert needs.newest("GLIBCXX") is None
+        assert elf.version_key(needs.newest("GLIBC")) <= elf.version_key(spec["glibc"]), needs.versions
+    assert "libtvm_ffi.so" in elf.read(libs / "libtvm_runtime.so").needed
 
 
-def test_armv7_runtime_is_unavailable(tmp_path, monkeypatch):
-    # A fresh cache, so a runtime cross-built earlier by build_armv7_runtime() does not hide the error.
-    monkeypatch.setenv("NEOCOMPILE_CACHE", str(tmp_path))
-    with pytest.raises(RuntimeUnavailable) as info:
-        runtime_libraries("armv7")
-    assert isinstance(info.value, NeoError)
-    assert "armv7" in str(info.value)
-    assert "wheel" in str(info.value)
-    ok, why = emulate.can_emulate(get_target("rasp3b"))
-    assert not ok and "armv7" in why
+def test_a_missing_zig_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ziglang", None)
+    toolchain.zig_executable.cache_clear()
+    try:
+        with pytest.raises(CompilationError, match="zig toolchain is not installed.*ziglang"):
+            toolchain.zig_executable()
+    finally:
+        toolchain.zig_executable.cache_clear()
 
 
 def test_driver_failure_raises_verification_error(tmp_path):
     target = get_target("rk3399")
     _require_tools(target)
     bogus = tmp_path / "not_a_model.so"
-    subprocess.run([target.cross_compiler, "-shared", "-fPIC", "-x", "c++", "-", "-o", str(bogus)],
-                   input=b"extern \"C\" int f() { return 1; }\n", check=True)
+    src = tmp_path / "f.c"
+    src.write_text("int f(void) { return 1; }\n")
+    toolchain.linker(target)(str(bogus), [str(src)])
     with pytest.raises(VerificationError) as info:
         emulate.run_library(bogus, target, [np.zeros((1,), np.float32)])
     assert "rk3399" in str(info.value)
@@ -168,14 +176,14 @@ def test_tuple_outputs_and_integer_dtypes(tmp_path):
 
 @pytest.mark.parametrize("device", ["rasp3b", "rk3288"])
 def test_armv7_cross_built_runtime(device, small_onnx, relax_mod, tmp_path):
-    """armv7 has no wheel: the runtime is cross-built from the wheels' C++ sources (about 2.5 min once, then cached)."""
+    """armv7 has no wheel: the runtime is built from the wheels' C++ sources like every architecture's."""
     import onnxruntime as ort
 
     target = get_target(device)
     _require_tools(target)
-    libs = runtime_libraries("armv7", build_missing=True)
+    libs = runtime_libraries("armv7")
     for name in ("libtvm_runtime.so", "libtvm_ffi.so"):
-        assert elf_info(libs / name)[0] == 40, f"{name} is not an ARM ELF"
+        assert elf.read(libs / name).arch == "armv7", f"{name} is not an ARM ELF"
     ok, why = emulate.can_emulate(target)
     assert ok, why
     lib = _compile(relax_mod, target, tmp_path)
@@ -190,6 +198,9 @@ def test_x86_code_for_cpu_features_this_host_lacks_is_not_run():
     import dataclasses
 
     target = get_target("ml_c5")
-    future = dataclasses.replace(target, name="future_x86", cpu=dict(target.cpu, host_features=["avx512f", "no_such_flag"]))
+    from neocompile.targets import cpu_flags
+
+    present = sorted(cpu_flags())[0]  # a flag this CPU has: only the missing one may be named
+    future = dataclasses.replace(target, name="future_x86", cpu=dict(target.cpu, host_features=[present, "no_such_flag"]))
     ok, why = emulate.can_emulate(future, fetch=False)
     assert not ok and "needs CPU features ['no_such_flag'] that this" in why and "qemu-user cannot emulate them" in why

@@ -1,17 +1,21 @@
 // neo_run: run a TVM Relax VM library once, without Python.
 //
 //   neo_run <model.so> <io-dir>
+//   neo_run --load-only <model.so>     load the model and the runtime, set up the VM, run nothing
 //
 // <io-dir>/inputs.txt has one line per input of `main`, in order:
 //   <dtype> <ndim> <d0> ... <d(ndim-1)> <path-to-raw-little-endian-file>
 // (a relative path is taken relative to <io-dir>). Every output tensor of `main` (a tensor, or a
 // possibly nested tuple of tensors, flattened depth first) is written to <io-dir>/output_<i>.bin
 // and described in <io-dir>/outputs.txt in the same format (with the bare file name).
-// Any failure: a message on stderr and a non-zero exit status.
+// Any failure: a message on stderr and a non-zero exit status. When compiled.meta sits next to the model,
+// its MinGlibc is checked against this system's glibc first, so an old OS gets a plain refusal naming both
+// versions instead of the dynamic loader's "version `GLIBC_2.xx' not found".
 //
 // Built against the tvm-ffi headers only; link with -ltvm_runtime -ltvm_ffi (--no-as-needed so the
 // runtime's static registrations, e.g. the Relax VM executable loader, run).
 #include <dlfcn.h>
+#include <gnu/libc-version.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -141,15 +145,43 @@ void WriteTensor(const ffi::Tensor& t, const std::string& dir, const std::string
   index << ' ' << name << '\n';
 }
 
-int Run(const std::string& lib_path, const std::string& dir) {
-  // Optional extras (sort/topk/random kernels) when shipped beside the runtime.
-  dlopen("libtvm_runtime_extra.so", RTLD_NOW | RTLD_GLOBAL);
+std::vector<int> ParseVersion(const std::string& text) {
+  std::vector<int> parts;
+  std::istringstream ss(text);
+  std::string part;
+  while (std::getline(ss, part, '.')) parts.push_back(std::atoi(part.c_str()));
+  return parts;
+}
 
-  std::vector<TensorSpec> specs = ReadSpecs(dir + "/inputs.txt");
-  std::vector<ffi::Tensor> inputs;
-  for (const TensorSpec& s : specs) inputs.push_back(LoadTensor(s, dir));
+// The package's "MinGlibc": "GLIBC_x.y" (compiled.meta beside the model), or "" when absent.
+std::string RequiredGlibc(const std::string& lib_path) {
+  size_t slash = lib_path.find_last_of('/');
+  std::string meta = (slash == std::string::npos ? std::string(".") : lib_path.substr(0, slash)) + "/compiled.meta";
+  std::ifstream in(meta);
+  if (!in) return "";
+  std::stringstream buf;
+  buf << in.rdbuf();
+  std::string text = buf.str();
+  size_t key = text.find("\"MinGlibc\"");
+  if (key == std::string::npos) return "";
+  size_t start = text.find("GLIBC_", key);
+  size_t end_of_value = text.find_first_of(",}\n", key);
+  if (start == std::string::npos || start > end_of_value) return "";
+  size_t end = text.find('"', start);
+  return text.substr(start + 6, end - start - 6);
+}
 
-  auto t0 = std::chrono::steady_clock::now();
+void CheckGlibc(const std::string& lib_path) {
+  std::string need = RequiredGlibc(lib_path);
+  if (need.empty()) return;
+  std::string have = gnu_get_libc_version();
+  if (ParseVersion(need) > ParseVersion(have)) {
+    Fail("this package needs glibc " + need + " (compiled.meta MinGlibc) but this system has glibc " + have +
+         "; compile the model for a TargetDevice whose reference OS matches this system");
+  }
+}
+
+ffi::Function LoadMain(const std::string& lib_path) {
   ffi::Module exec = ffi::Module::LoadFromFile(lib_path);
   ffi::Optional<ffi::Function> load_exec = exec->GetFunction("vm_load_executable");
   if (!load_exec.has_value()) Fail(lib_path + " is not a Relax VM executable (no vm_load_executable)");
@@ -159,11 +191,30 @@ int Run(const std::string& lib_path, const std::string& dir) {
   (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
   ffi::Optional<ffi::Function> main_fn = vm->GetFunction("main");
   if (!main_fn.has_value()) Fail(lib_path + " has no function 'main'");
+  return main_fn.value();
+}
+
+int Run(const std::string& lib_path, const std::string& dir) {
+  CheckGlibc(lib_path);
+  // Optional extras (sort/topk/random kernels) when shipped beside the runtime.
+  dlopen("libtvm_runtime_extra.so", RTLD_NOW | RTLD_GLOBAL);
+  if (dir.empty()) {  // --load-only: proves the package loads on this OS without running the model's code
+    LoadMain(lib_path);
+    std::cout << "neo_run: " << lib_path << " loaded\n";
+    return 0;
+  }
+
+  std::vector<TensorSpec> specs = ReadSpecs(dir + "/inputs.txt");
+  std::vector<ffi::Tensor> inputs;
+  for (const TensorSpec& s : specs) inputs.push_back(LoadTensor(s, dir));
+
+  auto t0 = std::chrono::steady_clock::now();
+  ffi::Function main_fn = LoadMain(lib_path);
   auto t1 = std::chrono::steady_clock::now();
 
   std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
   ffi::Any ret;
-  main_fn.value().CallPacked(args.data(), static_cast<int32_t>(args.size()), &ret);
+  main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &ret);
   auto t2 = std::chrono::steady_clock::now();
 
   std::vector<ffi::Tensor> outputs;
@@ -186,12 +237,13 @@ int Run(const std::string& lib_path, const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool load_only = argc == 3 && std::string(argv[1]) == "--load-only";
   if (argc != 3) {
-    std::cerr << "usage: " << argv[0] << " <model.so> <io-dir>\n";
+    std::cerr << "usage: " << argv[0] << " <model.so> <io-dir>\n       " << argv[0] << " --load-only <model.so>\n";
     return 2;
   }
   try {
-    return Run(argv[1], argv[2]);
+    return load_only ? Run(argv[2], "") : Run(argv[1], argv[2]);
   } catch (const ffi::Error& e) {
     std::cerr << "neo_run: " << e.FullMessage() << '\n';
   } catch (const std::exception& e) {

@@ -1,7 +1,7 @@
-"""Run a compiled model library (a Relax VM executable exported as a shared library) for any registry target.
+"""The package's runner ``bin/neo_run``: building it, and running a compiled model with it here.
 
-The C++ driver ``driver/neo_run.cc`` is cross-compiled for the target's architecture against the TVM runtime of
-:mod:`neocompile.runtime_libs`, and run natively when the target's architecture is the host's, otherwise under
+The C++ driver ``driver/neo_run.cc`` is built with zig for the target's architecture and glibc floor against the
+TVM runtime of :mod:`.tvm_runtime`, and run natively when the target's architecture is the host's, otherwise under
 qemu-user (``target.emulator``) with the target's sysroot and emulated CPU. Inputs and outputs travel as raw
 little-endian files described by ``inputs.txt`` / ``outputs.txt`` lines: ``<dtype> <ndim> <dims...> <path>``.
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VerificationError
-from .runtime_libs import RuntimeUnavailable, host_arch, is_cached, runtime_cache_dir, runtime_libraries
-from .targets import cpu_flags
+from ..errors import NeoError, VerificationError
+from ..targets import cpu_flags
+from . import toolchain
+from .tvm_runtime import RuntimeUnavailable, build_spec, host_arch, is_cached, runtime_cache_dir, runtime_libraries
 
 DRIVER_SOURCE = Path(__file__).resolve().parent / "driver" / "neo_run.cc"
 
@@ -31,9 +32,6 @@ _DTYPES = {
     "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
     "bool": np.bool_,
 }
-
-#: Seconds the last :func:`run_library` call took, split into phases (for reports and benchmarks).
-
 
 class EmulationUnavailable(VerificationError):
     """A piece needed to run the model (toolchain, emulator, runtime) is missing: the model was not run."""
@@ -51,49 +49,34 @@ def _include_dir() -> Path:
     return inc
 
 
-def _driver_flags(target) -> list[str]:
-    flags = ["-std=c++17", "-O2"]
-    if target.arch == "armv7" and target.float_abi:
-        flags.append(f"-mfloat-abi={target.float_abi}")
-    return flags
-
-
 def build_driver(target) -> Path:
-    """The ``neo_run`` driver for ``target``'s architecture, cross-compiled with ``target.cross_compiler`` and cached
-    in the runtime folder (so ``$ORIGIN`` finds the libraries), keyed by a hash of the source and build command."""
+    """The ``neo_run`` driver for ``target``'s architecture, built with zig for the architecture's glibc floor and
+    cached in the runtime folder (so ``$ORIGIN`` finds the libraries), keyed by a hash of the source and command."""
     try:
         libs = runtime_libraries(target.arch)
-    except RuntimeUnavailable as exc:
+        spec = build_spec(target.arch)
+        cxx = toolchain.cxx(spec["zig_target"], spec["glibc"], spec["baseline_cpu"])
+    except NeoError as exc:
         raise EmulationUnavailable(f"Cannot build the model driver for {target.name}: {exc}") from exc
-    compiler = shutil.which(target.cross_compiler)
-    if compiler is None:
-        raise EmulationUnavailable(
-            f"Cross compiler '{target.cross_compiler}' for {target.name} is not on PATH "
-            f"(Debian package {target.toolchain_package})"
-        )
     include = _include_dir()
-    flags = _driver_flags(target)
+    flags = ["-std=c++17", "-O2", "-g0", "-s"]
     digest = hashlib.sha256()
     digest.update(DRIVER_SOURCE.read_bytes())
     for header in ("function.h", "extra/module.h", "container/tensor.h", "c_api.h"):
         digest.update((include / "tvm" / "ffi" / header).read_bytes())
-    digest.update(repr((target.cross_compiler, flags)).encode())
+    digest.update(repr((cxx[1:], flags, toolchain.zig_version())).encode())
     exe = libs / f"neo_run-{digest.hexdigest()[:16]}"
     if exe.is_file():
         return exe
     tmp = libs / f".{exe.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    cmd = [compiler, *flags, "-I", str(include), str(DRIVER_SOURCE), "-o", str(tmp), "-L", str(libs),
+    cmd = [*cxx, *flags, "-I", str(include), str(DRIVER_SOURCE), "-o", str(tmp), "-L", str(libs),
            "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-ldl",
            "-Wl,-rpath,$ORIGIN:$ORIGIN/../lib"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise EmulationUnavailable(
-                f"Building the model driver for {target.name} failed ({' '.join(cmd)}): {_tail(proc.stderr)}"
-            )
+        toolchain.run(cmd, f"Building the model driver for {target.name}", timeout=600)
         os.replace(tmp, exe)
-    except subprocess.TimeoutExpired as exc:
-        raise EmulationUnavailable(f"Building the model driver for {target.name} timed out") from exc
+    except NeoError as exc:
+        raise EmulationUnavailable(str(exc)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -107,14 +90,12 @@ def _needs_emulator(target) -> bool:
 def can_emulate(target, fetch: bool = True) -> tuple[bool, str]:
     """Whether a library compiled for ``target`` can be run here, and if not, why.
 
-    With ``fetch`` the runtime libraries are fetched when missing (a one-off download for aarch64); without it only
+    With ``fetch`` the runtime libraries are built when missing (a few minutes, once); without it only
     what is already cached counts.
     """
     if target.accelerator is not None or target.device_type != "cpu":
         accel = (target.accelerator or {}).get("kind") if isinstance(target.accelerator, dict) else target.accelerator
         return False, f"{target.name} runs device code ({accel or target.device_type}); only CPU targets can be emulated"
-    if shutil.which(target.cross_compiler) is None:
-        return False, f"cross compiler '{target.cross_compiler}' is not on PATH (install {target.toolchain_package})"
     if _needs_emulator(target):
         command = (target.emulator or {}).get("command")
         if not command or shutil.which(command) is None:
@@ -122,7 +103,7 @@ def can_emulate(target, fetch: bool = True) -> tuple[bool, str]:
             return False, f"emulator '{command}' for {target.arch} is not on PATH (install {package})"
         sysroot = (target.emulator or {}).get("sysroot")
         if sysroot and not Path(sysroot).is_dir():
-            return False, f"sysroot {sysroot} for {target.arch} does not exist (install {target.toolchain_package})"
+            return False, f"sysroot {sysroot} for {target.arch} does not exist (install {(target.emulator or {}).get('sysroot_package')})"
     elif not target.host_is_native():
         missing = sorted(set(target.cpu.get("host_features") or []) - cpu_flags())
         return False, (f"{target.name} code needs CPU features {missing} that this {host_arch()} host lacks, "
