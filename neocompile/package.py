@@ -37,8 +37,14 @@ def write_meta(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+# Facts of one run, not of the build: kept out of the package so that equal builds have equal bytes.
+PER_RUN_REPORT_FIELDS = ("seconds",)
+
+
 def write_report(folder: Path, report: dict[str, Any]) -> None:
-    (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    """Write verification.json: the report without its per-run fields (PER_RUN_REPORT_FIELDS)."""
+    kept = {k: v for k, v in report.items() if k not in PER_RUN_REPORT_FIELDS}
+    (folder / REPORT).write_text(json.dumps(kept, indent=2) + "\n")
 
 
 def add_runtime(folder: Path, runtime_dir: Path | None, driver: Path | None) -> list[str]:

@@ -1,36 +1,56 @@
 """A small runtime for neocompile packages, shaped like DLR's ``DLRModel``.
 
     >>> from neocompile.runtime import Model
-    >>> m = Model("out/model-ml_c5.tar.gz")
+    >>> m = Model("out/model-ml_c5.tar.gz")   # or s3://bucket/key, file:///path, or the extracted folder
     >>> m.input_names, m.input_shapes, m.output_names
     >>> outputs = m.run({"data": x})      # or m.run(x), or m.run([x, y])
 """
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import NeoError, PackageError
+from .errors import InputConfigurationError, NeoError, PackageError, ValidationError
 
 META = "compiled.meta"
 LIBRARY = "compiled.so"
+FIELD = "Model package"  # how storage errors name the location given to Model(...)
+EXPECTED = "expected a package .tar.gz as compile-model writes it, or its extracted folder"
 
 
-
-def read_meta(folder: Path) -> dict[str, Any]:
+def read_meta(folder: Path, source: str | None = None) -> dict[str, Any]:
+    """The package's compiled.meta; ``source`` is how the user named the package (else the folder)."""
     path = Path(folder) / META
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise PackageError(f"{folder} is not a neocompile package: {META} is missing") from None
+        names = [p.relative_to(folder).as_posix() for p in itertools.islice(Path(folder).rglob("*"), 10_000)]
+        raise PackageError(_not_a_package(source or str(folder), names, archive=False)) from None
     except json.JSONDecodeError as exc:
-        raise PackageError(f"{path} is not valid JSON: {exc}") from exc
+        raise PackageError(f"{source or folder}: {META} is not valid JSON: {exc}") from exc
+
+
+def _not_a_package(source: str, names: list[str], archive: bool = True) -> str:
+    """Why ``source``, holding ``names`` but no compiled.meta, is no package, and what to do with a model archive."""
+    from .loaders import LOADERS
+
+    suffixes = {suffix: name for name, cls in LOADERS.items() for suffix in cls.suffixes}
+    models = [n for n in names if not any(part.startswith(".") for part in n.split("/"))
+              and Path(n).suffix.lower() in suffixes]
+    if models:
+        framework = suffixes[Path(models[0]).suffix.lower()]
+        what, uri = ("archive", source) if archive else ("folder", "<it packed as model.tar.gz>")
+        return (f"'{source}' is not a neocompile package (it has no {META}) but looks like a model source {what} "
+                f"({', '.join(models[:3])}); compile it first: compile-model --framework {framework} "
+                f"--model-uri {uri} --target-device <device> --output-location <folder>, then run the package it writes")
+    return f"'{source}' is not a neocompile package: {META} is missing; {EXPECTED}"
 
 
 class Model:
@@ -39,32 +59,38 @@ class Model:
     def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0, emulate: bool = False):
         """``emulate=True`` runs a package built for another CPU architecture (rasp3b, rk3399, ...) through its own
         ``bin/neo_run`` under qemu-user, as the compile job's verification does; slow, but no device needed."""
-        path = Path(path)
+        self.source = str(path)
         self._tmp = None
+        path = self._local(path)
+        if not path.exists():
+            raise PackageError(f"'{self.source}' does not exist; {EXPECTED}")
         if path.is_file():
-            self._tmp = tempfile.TemporaryDirectory(prefix="neocompile-model-")
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="neocompile-model-")
             from .archive import check_member, extract_members
-            from .errors import InputConfigurationError
 
-            dest = Path(self._tmp.name)
+            dest = Path(self._tmp.name) / "package"
             try:
                 with tarfile.open(path, "r:*") as tar:
                     members = tar.getmembers()
+                    if META not in {PurePosixPath(m.name).as_posix() for m in members}:
+                        raise PackageError(_not_a_package(self.source, [m.name for m in members if m.isfile()]))
+                    dest.mkdir()
                     for member in members:
                         check_member(member, dest)
                     extract_members(tar, dest, members)
             except (tarfile.TarError, OSError, InputConfigurationError) as exc:
-                raise PackageError(f"{path} is not a readable neocompile package: {exc}") from exc
-            path = Path(self._tmp.name)
+                raise PackageError(f"'{self.source}' is not a readable neocompile package: {exc}") from exc
+            path = dest
         self.path = path
-        self.meta = read_meta(path)
+        self.meta = read_meta(path, self.source)
         want = self.meta.get("Requirements", {}).get("TargetDeviceType", "cpu")
         if want != dev_type:
             raise PackageError(f'Compiled model requires device type "{want}" but user gave "{dev_type}".')
         self._inputs = self.meta["Model"]["Inputs"]
         self._outputs = self.meta["Model"]["Outputs"]
         arch = self.meta.get("Compilation", {}).get("Arch")
-        from .runtime_libs import host_arch
+        from .device.tvm_runtime import host_arch
 
         here = host_arch() or platform.machine()
         self.emulated_target = None
@@ -77,8 +103,15 @@ class Model:
                 )
             self.emulated_target = self._registry_target()
             return
+        from .device.floors import glibc_too_old, system_glibc
         from .targets import cpu_flags
 
+        need, have = self.meta.get("Requirements", {}).get("MinGlibc"), system_glibc()
+        if glibc_too_old(need, have):
+            raise PackageError(
+                f"Compiled model needs glibc {need.removeprefix('GLIBC_')} ({need}, compiled.meta MinGlibc) but this "
+                f"system has glibc {have}; compile it for a TargetDevice whose reference OS matches this system"
+            )
         missing = sorted(set(self.meta.get("Requirements", {}).get("CpuFeatures") or []) - cpu_flags())
         if missing:
             raise PackageError(
@@ -91,6 +124,21 @@ class Model:
         self._lib = tvm.runtime.load_module(str(path / LIBRARY))
         self._dev = tvm.cpu(dev_id)
         self._vm = relax.VirtualMachine(self._lib, self._dev)
+
+    def _local(self, path: str | Path) -> Path:
+        """A local path for ``path``: s3:// objects are downloaded (into this model's temporary folder)."""
+        if isinstance(path, Path):
+            return path
+        from . import storage
+
+        try:
+            scheme, *location = storage.parse_uri(path, FIELD)
+            if scheme != "s3":
+                return Path(location[0])
+            self._tmp = tempfile.TemporaryDirectory(prefix="neocompile-model-")
+            return storage.fetch(path, Path(self._tmp.name) / "download", FIELD)
+        except (ValidationError, InputConfigurationError) as exc:  # a malformed URI, a missing bucket or object
+            raise PackageError(str(exc).removeprefix("InputConfiguration: ")) from None
 
     def _registry_target(self):
         from .targets import get_target, resolve_platform
@@ -134,7 +182,7 @@ class Model:
 
         arrays = self._order(inputs)
         if self.emulated_target is not None:
-            from .emulate import run_library
+            from .device.runner import run_library
 
             return run_library(self.path / LIBRARY, self.emulated_target, arrays, package_dir=self.path)
         args = [tvm.runtime.tensor(a, self._dev) for a in arrays]

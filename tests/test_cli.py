@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -22,7 +23,7 @@ def cli(*args: str, env: dict | None = None, tool: str = "compile-model", timeou
     return subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
-def compile_args(model: Path | str, out: Path | str, target: str = "ml_c5", config: str = SMALL_CONFIG, framework: str = "ONNX"):
+def compile_args(model: Path | str, out: Path | str, target: str = "ml_c4", config: str = SMALL_CONFIG, framework: str = "ONNX"):
     return ["--framework", framework, "--model-uri", str(model), "--data-input-config", config,
             "--target-device", target, "--output-location", str(out)]
 
@@ -47,7 +48,7 @@ def host_package(example, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out")
     proc = cli(*compile_args(example, out))
     assert proc.returncode == 0, proc.stderr
-    return out / "model-ml_c5.tar.gz"
+    return out / "model-ml_c4.tar.gz"
 
 
 def test_compile_writes_neo_named_package_with_stage_progress(host_package):
@@ -62,16 +63,16 @@ def test_progress_names_every_stage_and_stdout_is_the_artifact(example, tmp_path
     assert proc.returncode == 0, proc.stderr
     for stage in ("fetch", "extract", "load", "compile", "verify", "package", "upload"):
         assert f"[{stage:<7}] ok" in proc.stderr
-    assert proc.stdout.strip() == str(tmp_path / "model-ml_c5.tar.gz")
+    assert proc.stdout.strip() == str(tmp_path / "model-ml_c4.tar.gz")
 
 
 def test_manifest_records_signature_versions_target_and_digests(host_package, tmp_path):
     meta = meta_of(host_package)
-    assert meta["Requirements"]["TargetDevice"] == "ML_C5" and meta["Requirements"]["TargetDeviceType"] == "cpu"
-    assert meta["Requirements"]["MinGlibc"].startswith("GLIBC_2.")
+    assert meta["Requirements"]["TargetDevice"] == "ML_C4" and meta["Requirements"]["TargetDeviceType"] == "cpu"
+    assert meta["Requirements"]["MinGlibc"].startswith("GLIBC_2.") and meta["Requirements"]["ReferenceOS"]["Glibc"] == "2.26"
     comp = meta["Compilation"]
     assert comp["TVMVersion"] == "0.27.0.post1" and comp["TVMFFIVersion"] == "0.1.14.post1"
-    assert comp["Target"]["mcpu"] == "skylake-avx512" and comp["Triple"] == "x86_64-linux-gnu"
+    assert comp["Target"]["mcpu"] == "core-avx2" and comp["Triple"] == "x86_64-linux-gnu"
     assert comp["Compiler"].startswith("neocompile ")
     assert meta["Model"]["Inputs"] == [{"name": "data", "dtype": "float32", "shape": [1, 3, 32, 32]}]
     assert meta["Model"]["Outputs"] == [{"name": "prob", "dtype": "float32", "shape": [1, 10]}]
@@ -159,14 +160,15 @@ def test_cli_input_json_takes_a_create_compilation_job_body(example, tmp_path):
     result = json.loads(proc.stdout)
     assert result["CompilationJobName"] == "from-json-1"
     assert result["S3ModelArtifacts"] == str(tmp_path / "o" / "model-ml_c4.tar.gz")
-    assert result["ArtifactDigest"].startswith("blake2b-256:")
-    assert meta_of(tmp_path / "o" / "model-ml_c4.tar.gz")["Compilation"]["CompilationJobName"] == "from-json-1"
+    assert result["ArtifactDigest"].startswith("blake2b-256:") and result["CreationTime"].startswith("20")
+    # Per-job facts are in the result, not in the package (equal builds, equal digests).
+    assert "CompilationJobName" not in meta_of(tmp_path / "o" / "model-ml_c4.tar.gz")["Compilation"]
 
 
 def test_file_uris_work_for_input_and_output(example, tmp_path):
     proc = cli(*compile_args(example.as_uri(), (tmp_path / "o").as_uri()))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == (tmp_path / "o" / "model-ml_c5.tar.gz").as_uri()
+    assert proc.stdout.strip() == (tmp_path / "o" / "model-ml_c4.tar.gz").as_uri()
 
 
 def test_s3_round_trip_against_a_real_server(example, s3_server, tmp_path):
@@ -174,10 +176,10 @@ def test_s3_round_trip_against_a_real_server(example, s3_server, tmp_path):
     client.create_bucket(Bucket="neo-cli")
     client.upload_file(str(example), "neo-cli", "models/resnet.tar.gz")
     env = dict(s3_server.env, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
-    proc = cli(*compile_args("s3://neo-cli/models/resnet.tar.gz", "s3://neo-cli/compiled", target="ml_m5"), env=env)
+    proc = cli(*compile_args("s3://neo-cli/models/resnet.tar.gz", "s3://neo-cli/compiled", target="ml_m4"), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "s3://neo-cli/compiled/resnet-ml_m5.tar.gz"
-    client.download_file("neo-cli", "compiled/resnet-ml_m5.tar.gz", str(tmp_path / "p.tar.gz"))
+    assert proc.stdout.strip() == "s3://neo-cli/compiled/resnet-ml_m4.tar.gz"
+    client.download_file("neo-cli", "compiled/resnet-ml_m4.tar.gz", str(tmp_path / "p.tar.gz"))
     from neocompile.runtime import Model
 
     model = Model(tmp_path / "p.tar.gz")
@@ -228,7 +230,7 @@ BAD_CASES = [
 def test_bad_input_gets_one_clear_line_and_leaves_nothing(tmp_path, case, kw, expected):
     archive = _bad_archives(tmp_path)[case]
     out = tmp_path / "out"
-    proc = cli(*compile_args(archive, out, target=kw.get("target", "ml_c5"), config=kw.get("config", SMALL_CONFIG),
+    proc = cli(*compile_args(archive, out, target=kw.get("target", "ml_c4"), config=kw.get("config", SMALL_CONFIG),
                              framework=kw.get("framework", "ONNX")), env=kw.get("env"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("compile-model: error: ")]
@@ -257,9 +259,10 @@ def test_unwritable_output_fails_before_compiling(example, tmp_path):
     assert "[compile" not in proc.stderr  # pre-flight: no minutes spent compiling first
 
 
-def test_missing_required_flags_are_named(tmp_path):
+def test_missing_required_flags_are_a_malformed_command_line(tmp_path):
     proc = cli("--framework", "ONNX")
-    assert proc.returncode == 1 and "missing required argument(s): --model-uri, --output-location" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "missing required argument(s): --model-uri, --output-location, --target-device or --target-platform" in proc.stderr
 
 
 def test_targets_command_prints_the_registry():
@@ -267,6 +270,9 @@ def test_targets_command_prints_the_registry():
     assert proc.returncode == 0
     for name in ("rasp3b", "rk3288", "jetson_nano", "ml_c5", "sbe_c", "deeplens"):
         assert name in proc.stdout
+    # Each device's reference OS and its glibc floor are shown.
+    rasp3b = next(line for line in proc.stdout.splitlines() if line.startswith("rasp3b "))
+    assert "2.28" in rasp3b and "Raspberry Pi OS 10 (Buster)" in rasp3b
 
 
 def test_neocompile_run_executes_an_arm_package_under_qemu(example, tmp_path):
@@ -274,3 +280,109 @@ def test_neocompile_run_executes_an_arm_package_under_qemu(example, tmp_path):
     proc = cli("run", str(tmp_path / "model-rk3399.tar.gz"), "--repeat", "2", tool="neocompile")
     assert proc.returncode == 0, proc.stderr
     assert "prob: shape [1, 10] float32" in proc.stdout and "under qemu-aarch64" in proc.stdout
+
+
+# --- every failure told straight: exit statuses, JSON errors, closed pipes, library output ---------------------------
+
+@pytest.fixture(scope="module")
+def runnable_package(example, tmp_path_factory) -> Path:
+    """A package this x86 machine runs (ml_c4: AVX2, no AVX-512)."""
+    out = tmp_path_factory.mktemp("runnable")
+    proc = cli(*compile_args(example, out, target="ml_c4"))
+    assert proc.returncode == 0, proc.stderr
+    return out / "model-ml_c4.tar.gz"
+
+
+def test_target_device_with_target_platform_is_a_malformed_command_line(example, tmp_path):
+    proc = cli(*compile_args(example, tmp_path), "--target-platform", "Os=LINUX,Arch=ARM64")
+    assert proc.returncode == 2, proc.stderr
+    assert "compile-model: error: argument --target-platform: not allowed with argument --target-device" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_device_from_cli_input_json_and_a_platform_flag_conflict_like_in_aws(example, tmp_path):
+    body = {"InputConfig": {"S3Uri": str(example), "Framework": "ONNX", "DataInputConfig": SMALL_CONFIG},
+            "OutputConfig": {"S3OutputLocation": str(tmp_path / "o"), "TargetDevice": "ml_c4"}}
+    proc = cli("--cli-input-json", json.dumps(body), "--target-platform", "Os=LINUX,Arch=ARM64", "--json")
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads(proc.stdout)["Error"]
+    assert error["Code"] == "ValidationException"
+    assert error["Message"].startswith("OutputConfig: TargetDevice and TargetPlatform are mutually exclusive; "
+                                       "--cli-input-json gives TargetDevice and --target-platform the other")
+    assert not (tmp_path / "o").exists()
+
+
+def test_json_failure_prints_an_aws_style_error_object(tmp_path):
+    proc = cli(*compile_args(tmp_path / "model.tar.gz", tmp_path / "o", framework="CAFFE"), "--json")
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)
+    assert error["ExitStatus"] == 1 and error["Error"]["Code"] == "ValidationException" and error["Error"]["Type"] == "Sender"
+    assert "InputConfig.Framework: 'CAFFE' is not a valid framework" in error["Error"]["Message"]
+    # The one error line on stderr stays.
+    assert "compile-model: error: ClientError: InputConfig.Framework: 'CAFFE'" in proc.stderr
+    usage = cli("--framework", "ONNX", "--json")
+    assert usage.returncode == 2 and json.loads(usage.stdout)["ExitStatus"] == 2
+
+
+def test_cli_input_json_given_a_file_name_suggests_file_uri(tmp_path):
+    proc = cli("--cli-input-json", "request.json")
+    assert proc.returncode == 1
+    assert "'request.json' is not valid JSON" in proc.stderr and "to read a file give file://request.json" in proc.stderr
+
+
+def test_library_output_never_interleaves_with_the_progress_lines(example, tmp_path):
+    # LLVM writes this warning itself to fd 2, once per compiled function.
+    proc = cli(*compile_args(example, tmp_path, target="ml_c4"), "--compiler-options", "{'mattr': ['+nosuchfeature']}")
+    assert proc.returncode == 0, proc.stderr
+    progress = re.compile(r"^\[(fetch  |extract|load   |compile|verify |package|upload )\] (ok|\.\.\.) |^compiled in ")
+    strays = [line for line in proc.stderr.splitlines() if not progress.match(line)]
+    assert strays == [], proc.stderr
+    assert "[compile] ...    library output: '+nosuchfeature' is not a recognized feature" in proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "model-ml_c4.tar.gz")
+
+
+def test_a_closed_stdout_pipe_exits_quietly_like_unix_tools():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone, as when `head -1` has read its line and exited
+    try:
+        proc = subprocess.run([str(BIN / "neocompile"), "targets", "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == ""
+
+
+def test_run_names_a_missing_package(tmp_path):
+    proc = cli("run", str(tmp_path / "nope.tar.gz"), tool="neocompile")
+    assert proc.returncode == 1
+    assert f"'{tmp_path / 'nope.tar.gz'}' does not exist" in proc.stderr
+
+
+def test_run_says_a_source_archive_must_be_compiled_first(example):
+    proc = cli("run", str(example), tool="neocompile")
+    assert proc.returncode == 1
+    (line,) = [l for l in proc.stderr.splitlines() if "error:" in l]
+    assert f"'{example}' is not a neocompile package" in line and "looks like a model source archive (model.onnx)" in line
+    assert "compile it first" in line and "neocompile-model-" not in line
+
+
+def test_run_input_file_mistakes_are_the_users_not_internal(runnable_package, tmp_path):
+    proc = cli("run", str(runnable_package), "--input", f"data={tmp_path / 'missing.npy'}", tool="neocompile")
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot read '{tmp_path / 'missing.npy'}': No such file or directory" in proc.stderr
+    assert "internal error" not in proc.stderr
+
+
+def test_run_repeat_below_one_is_a_malformed_command_line(runnable_package):
+    proc = cli("run", str(runnable_package), "--repeat", "0", tool="neocompile")
+    assert proc.returncode == 2 and "argument --repeat: '0' is not valid; expected an integer >= 1" in proc.stderr
+
+
+def test_run_takes_file_and_s3_uris(runnable_package, s3_server):
+    client = s3_server.client()
+    client.create_bucket(Bucket="neo-run")
+    client.upload_file(str(runnable_package), "neo-run", "compiled/model-ml_c4.tar.gz")
+    env = dict(s3_server.env, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    for uri in (runnable_package.as_uri(), "s3://neo-run/compiled/model-ml_c4.tar.gz"):
+        proc = cli("run", uri, "--repeat", "1", tool="neocompile", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "prob: shape [1, 10] float32" in proc.stdout
