@@ -88,6 +88,11 @@ class Target:
         """The newest GLIBCXX version the device's libstdc++ provides, e.g. ``"3.4.25"``."""
         return str(self.os["glibcxx"])
 
+    @property
+    def zig_triple(self) -> str:
+        """What zig builds this device's code for: its target with the glibc floor, e.g. ``arm-linux-gnueabihf.2.28``."""
+        return f"{self.toolchain['zig_target']}.{self.glibc_floor}"
+
     def host_is_native(self) -> bool:
         """Whether code for this target's host CPU can run on this machine without emulation."""
         from .device.tvm_runtime import host_arch
@@ -111,7 +116,7 @@ class Target:
             "ReferenceOS": self.os.get("reference"),
             "MinGlibc": self.glibc_floor,
             "MinGlibcxx": self.glibcxx_floor,
-            "Toolchain": f"zig {self.toolchain['zig_target']}.{self.glibc_floor}",
+            "Toolchain": f"zig {self.zig_triple}",
         }
 
 

@@ -110,14 +110,3 @@ def read(path: Path) -> ElfNeeds:
                     break
     return ElfNeeds(machine=machine, needed=needed, versions=versions)
 
-
-def floors(paths: list[Path]) -> dict[str, str | None]:
-    """The newest GLIBC / GLIBCXX / CXXABI / GCC version any of ``paths`` requires (None: not required)."""
-    out: dict[str, str | None] = {f: None for f in FAMILIES}
-    for path in paths:
-        needs = read(path)
-        for family in FAMILIES:
-            v = needs.newest(family)
-            if v and (out[family] is None or version_key(v) > version_key(out[family])):
-                out[family] = v
-    return out

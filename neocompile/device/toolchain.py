@@ -77,15 +77,14 @@ def run(cmd: Sequence[str], what: str, timeout: float = 900) -> subprocess.Compl
 
 def linker(target: Any) -> Callable[..., None]:
     """An ``export_library`` fcompile that links a model library with zig for ``target``'s glibc floor."""
-    tc = target.toolchain
     # C, not C++: the model library needs no C++ runtime, so zig links no libc++ into it.
-    base = [zig_executable(), "cc", "-target", triple(tc["zig_target"], target.glibc_floor)]
+    base = [zig_executable(), "cc", "-target", target.zig_triple]
 
     def fcompile(output: str, objects: list[str] | str, options: list[str] | None = None) -> None:
         objs = [objects] if isinstance(objects, str) else list(objects)
         # -Wl,--no-undefined is not used: the model resolves TVMFFI*/TVMBackend* from the runtime at load time.
         run([*base, "-shared", "-fPIC", "-o", output, *(options or []), *objs],
-            f"Linking the model library for {target.name} with zig ({triple(tc['zig_target'], target.glibc_floor)})")
+            f"Linking the model library for {target.name} with zig ({target.zig_triple})")
 
     fcompile.output_format = "so"  # type: ignore[attr-defined]
     return fcompile
