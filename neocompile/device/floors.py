@@ -32,9 +32,9 @@ def package_floors(folder: Path) -> dict[str, Any]:
 
 def check(floors: dict[str, Any], target: Any) -> None:
     """Refuse a package any of whose files needs a newer glibc or libstdc++ than the device's reference OS has."""
-    ceilings = {"GLIBC": ("glibc", target.glibc_floor), "GLIBCXX": ("libstdc++", target.glibcxx_floor)}
+    ceilings = {"GLIBC": target.glibc_floor, "GLIBCXX": target.glibcxx_floor}
     problems = []
-    for family, (what, ceiling) in ceilings.items():
+    for family, ceiling in ceilings.items():
         for rel, versions in floors["Files"].items():
             need = versions.get(family)
             if need and elf.version_key(need) > elf.version_key(ceiling):

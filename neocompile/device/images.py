@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NeoError
-from .tvm_runtime import _locked, _staging, cache_root, host_arch
+from .runner import emulator_prefix
+from .tvm_runtime import cache_root, host_arch, locked, staging
 
 STAMP = ".neocompile-image.json"
 
@@ -78,10 +79,10 @@ def ensure_image(image: dict[str, Any]) -> Path:
     if os.geteuid() != 0:
         raise ImageUnavailable("Building device OS images with debootstrap needs root")
     mirror = debian_mirror()
-    with _locked(final):
+    with locked(final):
         if (final / STAMP).is_file():
             return final
-        with _staging(final) as tmp:
+        with staging(final) as tmp:
             cmd = [tool, "--foreign", "--variant=minbase", f"--arch={image['arch']}", image["suite"], str(tmp), mirror]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
@@ -131,8 +132,4 @@ def run_command(root: Path, target: Any, package_dir: Path, io_dir: Path | None)
             raise ImageUnavailable(f"{libdir} has no dynamic loader")
         usr = root / "usr" / "lib" / libdir.name
         return [str(loaders[0].resolve()), "--inhibit-cache", "--library-path", f"{libs}:{libdir}:{usr}", str(exe), *args]
-    emu = target.emulator or {}
-    cmd = [emu["command"], "-L", str(root)]
-    if target.cpu.get("emulate_cpu"):
-        cmd += ["-cpu", target.cpu["emulate_cpu"]]
-    return [*cmd, "-E", f"LD_LIBRARY_PATH={libs}", str(exe), *args]
+    return [*emulator_prefix(target, sysroot=str(root)), "-E", f"LD_LIBRARY_PATH={libs}", str(exe), *args]

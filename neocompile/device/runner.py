@@ -170,6 +170,20 @@ def read_outputs(folder: Path) -> list[np.ndarray]:
     return outputs
 
 
+def emulator_prefix(target, sysroot: str | None = None) -> list[str]:
+    """``qemu-<arch> -L <sysroot> [-cpu <model>]`` for ``target``: the guest loader and libc come from ``sysroot``
+    (by default the Debian cross sysroot named in the registry; a device image's root for image runs)."""
+    emu = target.emulator or {}
+    cmd = [emu["command"]]
+    sysroot = sysroot or emu.get("sysroot")
+    if sysroot:
+        cmd += ["-L", str(sysroot)]
+    cpu = (target.cpu or {}).get("emulate_cpu")
+    if cpu:
+        cmd += ["-cpu", cpu]
+    return cmd
+
+
 def driver_command(driver: Path, lib_path: Path, io_dir: Path, target, lib_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that run ``driver`` for ``target`` (natively or under qemu-user).
 
@@ -180,15 +194,8 @@ def driver_command(driver: Path, lib_path: Path, io_dir: Path, target, lib_dir: 
     if not _needs_emulator(target):
         env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
         return [str(driver), str(lib_path), str(io_dir)], env
-    emu = target.emulator or {}
-    cmd = [emu["command"]]
-    if emu.get("sysroot"):
-        cmd += ["-L", emu["sysroot"]]
-    cpu = (target.cpu or {}).get("emulate_cpu")
-    if cpu:
-        cmd += ["-cpu", cpu]
     # -E sets the variable for the guest only; the host qemu binary keeps its own library path.
-    cmd += ["-E", f"LD_LIBRARY_PATH={libs}", str(driver), str(lib_path), str(io_dir)]
+    cmd = [*emulator_prefix(target), "-E", f"LD_LIBRARY_PATH={libs}", str(driver), str(lib_path), str(io_dir)]
     env.pop("QEMU_LD_PREFIX", None)
     return cmd, env
 

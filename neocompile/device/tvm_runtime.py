@@ -147,10 +147,10 @@ def runtime_libraries(arch: str) -> Path:
     if _is_complete(final):
         return final
     spec = build_spec(arch)
-    with _locked(final):
+    with locked(final):
         if _is_complete(final):
             return final
-        with _staging(final) as tmp:
+        with staging(final) as tmp:
             _build_into(tmp, spec)
             _check_folder(tmp, spec)
             _write_versions(tmp, spec)
@@ -194,7 +194,7 @@ def _write_versions(folder: Path, spec: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def _locked(final: Path) -> Iterator[None]:
+def locked(final: Path) -> Iterator[None]:
     """An advisory lock so concurrent callers do not all build; correctness rests on the rename."""
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = final.parent / f".{final.name}.lock"
@@ -207,7 +207,7 @@ def _locked(final: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _staging(final: Path) -> Iterator[Path]:
+def staging(final: Path) -> Iterator[Path]:
     """A temporary sibling of ``final`` that is renamed onto it when the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -289,7 +289,8 @@ def _build_into(dest: Path, spec: dict[str, str]) -> None:
         raise RuntimeUnavailable(f"The installed apache-tvm at {tvm_dir} carries no C++ runtime sources")
     # Object files are kept next to the cache entry until the build succeeds, so an interrupted or failed build
     # (a killed job, a full disk) resumes instead of starting over.
-    work = runtime_cache_dir(arch).with_name(f".{runtime_cache_dir(arch).name}.objects")
+    final = runtime_cache_dir(arch)
+    work = final.with_name(f".{final.name}.objects")
     work.mkdir(parents=True, exist_ok=True)
     # The runtime sources include "../support/*.h" (and the sort kernel compiler-rt's builtin_fp16.h)
     # relatively: build from a copy next to the shims.
