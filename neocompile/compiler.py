@@ -15,6 +15,7 @@ class CompiledLibrary:
     target: dict[str, Any]  # the TVM target, dict form, as compiled
     device_code: str  # what the accelerator part holds: "none", "cuda-source", ...
     needs: list[str]  # what the package still needs on the device, in plain words
+    kernels: dict[str, str] = dataclasses.field(default_factory=dict)  # PrimFunc -> how it was scheduled
 
 
 def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path: Path) -> CompiledLibrary:
@@ -29,9 +30,16 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         tvm_target = tvm.target.Target(target_dict)
     except Exception as exc:
         raise CompilationError(f"OutputConfig: TVM rejects the target {target_dict} for {target.name}: {exc}") from exc
+    report = None
+    pipeline: Any = "default"
+    if target.accelerator is None and options.get("cpu-kernels", True):
+        from .cpu import CpuInfo, KernelReport, relax_pipeline
+
+        report = KernelReport()
+        pipeline = relax_pipeline(CpuInfo.from_target(target), report)
     try:
         with tvm_target:
-            executable = tvm.compile(mod, tvm_target)
+            executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
     try:
@@ -41,7 +49,8 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     except Exception as exc:
         raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
     device_code, needs = _device_code(target, out_path)
-    return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs)
+    kernels = dict(sorted(report.kernels.items())) if report is not None else {}
+    return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs, kernels=kernels)
 
 
 def check_cpu(target: Target, options: dict[str, Any]) -> None:

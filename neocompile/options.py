@@ -17,6 +17,7 @@ KNOWN = {
     "jetpack-version": "JetPack version on the device (recorded).",
     "android-platform": "Android API level 21-29 (recorded; Android is not a registry target yet).",
     "verify": "true/false: run the compiled model next to the source framework when possible (default true).",
+    "cpu-kernels": "true/false: schedule CPU kernels with neocompile's templates (default true); false leaves TVM's default lowering.",
     "verify-rtol": "Relative tolerance of the verification (default 1e-3).",
     "verify-atol": "Absolute tolerance of the verification (default 1e-4).",
 }
@@ -72,7 +73,7 @@ def _check(canon: str, key: str, val: Any) -> Any:
         if isinstance(val, bool) or not isinstance(val, int) or not 21 <= val <= 29:
             raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; expected an integer from 21 to 29")
         return val
-    if canon == "verify":
+    if canon in ("verify", "cpu-kernels"):
         if not isinstance(val, bool):
             raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; expected true or false")
         return val

@@ -336,8 +336,12 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
             "Arch": target.arch,
             "FloatABI": target.float_abi,
             "Mcpu": compiled.target.get("host", compiled.target).get("mcpu"),
+            # The thread count the kernels were scheduled for (the target's num-cores); null: any, all cores at run time.
+            "NumThreads": compiled.target.get("host", compiled.target).get("num-cores"),
             "Toolchain": f"zig {toolchain.zig_version()} ({target.zig_triple})",
             "DeviceCode": compiled.device_code,
+            # How each kernel (fused PrimFunc) was scheduled: "template: ...", "dlight: ...", "fallback", "tuned".
+            "Kernels": compiled.kernels,
             "Framework": loaded.framework,
             "FrameworkVersion": p.request.framework_version or loaded.framework_version,
             "SourceFrameworkVersion": loaded.framework_version,

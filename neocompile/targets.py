@@ -150,6 +150,10 @@ def _load(path: Path) -> Target:
         value = data[field]
         if not isinstance(value, dict) or any(not value.get(k) for k in keys):
             raise TargetError(f"Target registry file {path}: '{field}' must be an object with {', '.join(keys)}; got {value!r}")
+    cpu = data.get("cpu")
+    # The CPU kernels are shaped by these (neocompile/cpu): vector width in bits and vector register count.
+    if not isinstance(cpu, dict) or any(not isinstance(cpu.get(k), int) or cpu[k] <= 0 for k in ("vector_bits", "vector_registers")):
+        raise TargetError(f"Target registry file {path}: 'cpu' must give positive integers vector_bits and vector_registers; got {cpu!r}")
     known = {f.name for f in dataclasses.fields(Target)}
     return Target(**{k: v for k, v in data.items() if k in known})
 

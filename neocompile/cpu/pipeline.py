@@ -1,0 +1,126 @@
+"""The Relax pipeline for CPU targets: legalize and fuse, schedule every PrimFunc, pack constant weights."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import tvm
+from tvm import relax, s_tir
+
+from .fallback import schedule_fallback
+from .templates import schedule_anchor
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuInfo:
+    """What the kernels are shaped by: the target's vector width and vector register count (targets/*.json)."""
+
+    vector_bits: int
+    vector_registers: int
+
+    @classmethod
+    def from_target(cls, target: Any) -> "CpuInfo":
+        cpu = target.cpu or {}
+        if "vector_bits" not in cpu or "vector_registers" not in cpu:
+            raise ValueError(f"targets/{target.name}.json: cpu.vector_bits and cpu.vector_registers are required for CPU kernels")
+        return cls(int(cpu["vector_bits"]), int(cpu["vector_registers"]))
+
+    def lanes(self, bits: int = 32) -> int:
+        return max(1, self.vector_bits // bits)
+
+
+@dataclasses.dataclass
+class KernelReport:
+    """Which schedule each kernel got: ``{function name: "template: conv2d 6x2x8 packed" | "dlight: Reduction" |
+    "fallback" | "tuned" | "unscheduled"}``."""
+
+    kernels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for how in self.kernels.values():
+            key = how.split(":")[0]
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items()))
+
+
+def schedule_module(mod: tvm.IRModule, target: tvm.target.Target, info: CpuInfo, report: KernelReport | None = None) -> tvm.IRModule:
+    """Give every unscheduled PrimFunc of a legalized, fused module a CPU schedule."""
+    from tvm.s_tir.dlight import cpu as dlight_cpu
+
+    report = report if report is not None else KernelReport()
+    rules = [dlight_cpu.GEMV(), dlight_cpu.Reduction()]
+    updates = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        name = gv.name_hint
+        if func.attrs is not None and "tir.is_scheduled" in func.attrs and bool(func.attrs["tir.is_scheduled"]):
+            report.kernels.setdefault(name, "tuned")
+            continue
+        how, scheduled = _schedule_one(func, target, info, rules)
+        report.kernels[name] = how
+        if scheduled is not None:
+            updates[gv] = scheduled.with_attr("tir.is_scheduled", True)
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod
+
+
+def _schedule_one(func, target, info: CpuInfo, rules) -> tuple[str, Any]:
+    for attempt in (_template, _dlight, _fallback):
+        try:
+            how, sch = attempt(func, target, info, rules)
+        except Exception as exc:  # noqa: BLE001 - a template that does not fit falls through to the next
+            how, sch = None, None
+            del exc
+        if sch is not None:
+            return how, sch.mod["main"]
+    return "unscheduled", None
+
+
+def _template(func, target, info: CpuInfo, rules):
+    sch = s_tir.Schedule(func)
+    tile = schedule_anchor(sch, info.vector_bits, info.vector_registers)
+    return (f"template: {tile.describe()}", sch) if tile is not None else (None, None)
+
+
+def _dlight(func, target, info: CpuInfo, rules):
+    for rule in rules:
+        sch = rule.apply(func, target, False)
+        if isinstance(sch, list):
+            sch = sch[0] if sch else None
+        if sch is not None:
+            return f"dlight: {type(rule).__name__}", sch
+    return None, None
+
+
+def _fallback(func, target, info: CpuInfo, rules):
+    sch = s_tir.Schedule(func)
+    return ("fallback", sch) if schedule_fallback(sch, info.lanes()) else (None, None)
+
+
+def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None):
+    """The Relax pipeline for ``tvm.compile``: the CPU backend's own passes with scheduling in between.
+
+    ``apply_records`` (tuning) may replace PrimFuncs by tuned ones, marked ``tir.is_scheduled``, before the
+    templates run on the rest."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    @tvm.transform.module_pass(opt_level=0, name="neocompile.cpu")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        target = tvm.target.Target.current()
+        mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+        mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+        if apply_records is not None:
+            mod = apply_records(mod)
+        mod = schedule_module(mod, target, info, report)
+        # Constant weights read through a layout-rewrite block are packed here, once, at compile time.
+        mod = tvm.transform.Sequential([
+            relax.transform.SplitLayoutRewritePreproc(),
+            relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination(),
+        ])(mod)
+        return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
+
+    return _pipeline

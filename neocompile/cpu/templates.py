@@ -1,0 +1,253 @@
+"""Register-tiled multiply-accumulate kernels: conv2d (any kernel, stride, groups, depthwise), dense, matmul and
+batch matmul, written as one shape-parameterised template over the legalized block's iterators.
+
+A fused PrimFunc qualifies when it has exactly one reduction block whose body is ``C += A * B`` (the anchor).
+The template picks two spatial iterators from how the operands are indexed:
+
+- the *vector* iterator: one that indexes the weight-like operand ``B`` but not ``A`` (the output channel of a
+  conv, the column of a matmul). A tile of ``nv`` vectors of the target's width runs along it, so each step of
+  the reduction loads ``nv`` vectors of ``B`` and broadcasts scalars of ``A``;
+- the *row* iterator: one that indexes ``A`` but not ``B`` (output column of a conv, row of a matmul); ``rt``
+  rows of the tile are held in registers.
+
+``rt * nv`` accumulators fit the target's vector register file (``cpu.vector_registers``). When no iterator
+indexes ``B`` alone (depthwise and grouped conv) the vector runs along the output's innermost axis instead.
+The accumulator tile lives in a local buffer; the elementwise epilogue (bias, batch norm, activation, residual
+add) is inlined into one block computed per tile, straight from the accumulators. A constant ``B`` (a
+``layout_free_buffers`` parameter) is read through a ``meta_schedule.layout_rewrite_preproc`` block that packs
+it into ``[n/T, ..., T]``: ``SplitLayoutRewritePreproc`` + ``FoldConstant`` then pack it at compile time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from tvm import DataType, s_tir, tirx
+from tvm.tirx.analysis import undefined_vars
+
+from .fallback import vectorize_innermost
+
+PREPROC = "meta_schedule.layout_rewrite_preproc"
+REDUCE = 2  # tirx.IterVar.CommReduce
+
+
+@dataclasses.dataclass
+class Tile:
+    kind: str  # conv2d | depthwise | matmul
+    rows: int  # rt: rows of the register tile
+    vectors: int  # nv: vectors along the vector iterator
+    lanes: int  # elements per vector
+    packed: bool  # B packed at compile time
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.rows}x{self.vectors}x{self.lanes}" + (" packed" if self.packed else "")
+
+
+def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Tile | None:
+    """Schedule the function's multiply-accumulate anchor; None (schedule untouched) when there is none."""
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    reductions = [b for b in blocks if any(int(iv.iter_type) == REDUCE for iv in sch.get(b).iter_vars)]
+    if len(reductions) != 1:
+        return None
+    anchor = reductions[0]
+    block = sch.get(anchor)
+    roles = _roles(sch, anchor)
+    if roles is None:
+        return None
+    a_index, b_index, vec, row, kind = roles
+    loops = sch.get_loops(anchor)
+    ivars = [iv.var for iv in block.iter_vars]
+    if len(loops) != len(ivars) or not _one_to_one(sch, anchor, loops):
+        return None
+    dtype = block.writes[0].source.dtype
+    bits = DataType(dtype).bits
+    lanes_full = max(1, vector_bits // bits)
+    extents = [int(iv.dom.extent) for iv in block.iter_vars]
+    e_vec = extents[vec]
+    e_row = extents[row] if row is not None else 1
+    rt, nv, lanes = _tile_sizes(e_vec, e_row, lanes_full, registers)
+    tile_n = nv * lanes
+
+    # Epilogue: collapse the anchor's elementwise consumer chain into one final block.
+    final = _collapse_epilogue(sch, anchor)
+    # B packed into [.., n/T, ..., T] when it is a compile-time constant and the tile divides it.
+    packed = _pack_weight(sch, anchor, b_index, ivars[vec], tile_n)
+
+    local = sch.cache_write(anchor, 0, "local")
+    consumer = local
+    if final is not None:
+        try:
+            sch.compute_inline(local)
+            consumer = final
+        except Exception:  # noqa: BLE001 - the epilogue stays a separate block; the write-back goes per tile
+            consumer = local
+
+    spatial = [i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) != REDUCE]
+    reduce = [i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE]
+    vo, vt, vi = sch.split(loops[vec], [None, nv, lanes])
+    if row is not None:
+        ro, ri = sch.split(loops[row], [None, rt])
+    outer_spatial = [loops[i] for i in spatial if i not in (vec, row)]
+    tile_outer = outer_spatial + [vo] + ([ro] if row is not None else [])
+    inner = ([ri] if row is not None else []) + [vt, vi]
+    sch.reorder(*tile_outer, *[loops[i] for i in reduce], *inner)
+    outer = sch.fuse(*tile_outer) if len(tile_outer) > 1 else tile_outer[0]
+    sch.parallel(outer)
+    if row is not None:
+        sch.unroll(ri)
+    sch.unroll(vt)
+    sch.vectorize(vi)
+    init = sch.decompose_reduction(anchor, loops[reduce[0]])
+    vectorize_innermost(sch, init)
+    sch.reverse_compute_at(consumer, outer)
+    vectorize_innermost(sch, consumer)
+    return Tile(kind=kind, rows=rt, vectors=nv, lanes=lanes, packed=packed)
+
+
+def _roles(sch: s_tir.Schedule, anchor: Any):
+    """(A read index, B read index, vector iter, row iter, kind) for a ``C += A * B`` block, else None."""
+    block = sch.get(anchor)
+    body = block.body
+    if not isinstance(body, tirx.BufferStore) or not isinstance(body.value, tirx.Add):
+        return None
+    if not any(isinstance(_strip_cast(x), tirx.Mul) for x in (body.value.a, body.value.b)):
+        return None
+    if len(block.reads) != 2 or len(block.writes) != 1:
+        return None
+    ivars = [iv.var for iv in block.iter_vars]
+
+    def dims(region) -> list[set[int]]:
+        out = []
+        for rng in region.region:
+            used = {id_ for id_, v in enumerate(ivars) if any(u.same_as(v) for u in undefined_vars(rng.min))}
+            out.append(used)
+        return out
+
+    a_dims, b_dims, o_dims = dims(block.reads[0]), dims(block.reads[1]), dims(block.writes[0])
+    a_index, b_index = 0, 1
+    free = _layout_free(sch)
+    if block.reads[0].source.name in free and block.reads[1].source.name not in free:
+        a_index, b_index, a_dims, b_dims = 1, 0, b_dims, a_dims
+    in_a, in_b = set().union(*a_dims) if a_dims else set(), set().union(*b_dims) if b_dims else set()
+    spatial = [i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) != REDUCE and int(iv.dom.extent) > 1]
+    reduce = [i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE]
+    out_pos = {}
+    for d, used in enumerate(o_dims):
+        for i in used:
+            out_pos[i] = max(out_pos.get(i, -1), d)
+    conv = any(any(r in used for r in reduce) and len(used) > 1 for used in a_dims)
+    only_b = [i for i in spatial if i in in_b and i not in in_a]
+    if only_b:
+        vec = max(only_b, key=lambda i: out_pos.get(i, -1))
+        only_a = [i for i in spatial if i in in_a and i not in in_b]
+        row = max(only_a, key=lambda i: out_pos.get(i, -1)) if only_a else None
+        return a_index, b_index, vec, row, "conv2d" if conv else "matmul"
+    # Depthwise / grouped conv: the channel indexes both operands; vectorize along the output's innermost axis.
+    by_pos = sorted((i for i in spatial if i in out_pos), key=lambda i: out_pos[i])
+    if not by_pos:
+        return None
+    vec = by_pos[-1]
+    row = by_pos[-2] if len(by_pos) > 1 else None
+    return a_index, b_index, vec, row, "depthwise" if conv else "matmul"
+
+
+def _strip_cast(expr):
+    return expr.value if isinstance(expr, tirx.Cast) else expr
+
+
+def _layout_free(sch: s_tir.Schedule) -> set[str]:
+    func = sch.mod["main"]
+    attrs = func.attrs or {}
+    idx = attrs["layout_free_buffers"] if "layout_free_buffers" in attrs else []
+    return {func.params[int(i)].name for i in idx}
+
+
+def _one_to_one(sch: s_tir.Schedule, block_rv: Any, loops: list) -> bool:
+    """Each block iterator is bound to exactly its own loop (as LegalizeOps writes them)."""
+    for loop, iv in zip(loops, sch.get(block_rv).iter_vars):
+        if int(sch.get(loop).extent) != int(iv.dom.extent):
+            return False
+    return True
+
+
+def _tile_sizes(e_vec: int, e_row: int, lanes_full: int, registers: int) -> tuple[int, int, int]:
+    """(rt, nv, lanes): the register tile for extents along the vector and row iterators.
+
+    The vector split is kept exact (a predicate on the vector lane would scalarize the whole inner loop), so
+    ``lanes`` may be shorter or oddly sized: 14 -> 7 lanes, 13 -> 13 lanes (LLVM splits it in two). Rows divide
+    exactly too: a tail's predicate inside the reduction loop made a 3x3 conv 10x slower. The tile maximises
+    multiply-adds per load, ``rt*nv / (rt + nv)``, with accumulators, B vectors and the broadcast in registers."""
+    lanes = _lanes(e_vec, lanes_full)
+    groups = e_vec // lanes if e_vec % lanes == 0 else 0
+    forced = os.environ.get("NEOCOMPILE_DEBUG_TILE")
+    if forced:
+        rt, nv = map(int, forced.split("x"))
+        return rt, nv, lanes
+    best, best_score = (1, 1), -1.0
+    for nv in range(1, 5):
+        if (groups == 0 and nv > 1) or (groups and groups % nv):
+            continue
+        for rt in range(1, min(e_row, 16) + 1):
+            if rt * nv + nv + 1 > registers:  # accumulators, the B vectors and the broadcast A
+                break
+            if e_row % rt:
+                continue
+            score = rt * nv / (rt + nv)
+            if score > best_score + 1e-9:
+                best, best_score = (rt, nv), score
+    return best[0], best[1], lanes
+
+
+def _lanes(extent: int, lanes_full: int) -> int:
+    """Vector length along an axis of ``extent``: the full width when it divides, else a divisor of at least half
+    the width, else the whole axis when it fits in two vectors, else the full width with a predicated tail."""
+    if extent % lanes_full == 0:
+        return lanes_full
+    divisor = max(d for d in range(1, lanes_full + 1) if extent % d == 0)
+    if 2 * divisor >= lanes_full:
+        return divisor
+    return extent if extent <= 2 * lanes_full else lanes_full
+
+
+def _collapse_epilogue(sch: s_tir.Schedule, anchor: Any):
+    """Inline the anchor's chain of elementwise consumers into the last one; that block, or None."""
+    func = sch.mod["main"]
+    outputs = {p.name for p in func.params}
+    for _ in range(64):
+        consumers = sch.get_consumers(anchor)
+        if len(consumers) != 1:
+            return None
+        block = consumers[0]
+        if any(w.source.name in outputs for w in sch.get(block).writes):
+            return block
+        if sch.get_consumers(block) and len(sch.get_consumers(block)) == 1:
+            try:
+                sch.compute_inline(block)
+                continue
+            except Exception:  # noqa: BLE001
+                return None
+        return None
+    return None
+
+
+def _pack_weight(sch: s_tir.Schedule, anchor: Any, b_index: int, vec_var: Any, tile_n: int) -> bool:
+    block = sch.get(anchor)
+    region = block.reads[b_index]
+    if region.source.name not in _layout_free(sch):
+        return False
+    dims = [d for d, rng in enumerate(region.region) if isinstance(rng.min, tirx.Var) and rng.min.same_as(vec_var)]
+    if len(dims) != 1:
+        return False
+    d = dims[0]
+    shape = [int(s) for s in region.source.shape]
+    if shape[d] % tile_n or tile_n == 1:
+        return False
+    cache = sch.cache_read(anchor, b_index, "global")
+    sch.transform_layout(
+        anchor, ("read", b_index),
+        lambda *idx: (idx[d] // tile_n, *[x for j, x in enumerate(idx) if j != d], idx[d] % tile_n),
+    )
+    sch.annotate(cache, PREPROC, True)
+    return True

@@ -1,0 +1,169 @@
+"""The CPU kernel templates (neocompile/cpu) at odd shapes: each case is compiled with the templates for the
+native AVX2 target and for an ARM target, checked against onnxruntime, and checked to have really gone through
+the template it is meant to exercise (a silent fall-through to the fallback would otherwise pass)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+class Conv(torch.nn.Module):
+    def __init__(self, cin, cout, k, stride=1, groups=1, pad=None, act=True, residual=False):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cin, cout, k, stride, k // 2 if pad is None else pad, groups=groups)
+        self.bn = torch.nn.BatchNorm2d(cout)
+        self.act, self.residual = act, residual
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        y = torch.relu(y) if self.act else y
+        return y + x if self.residual else y
+
+
+class Linear(torch.nn.Module):
+    def __init__(self, k, n, act="gelu"):
+        super().__init__()
+        self.fc = torch.nn.Linear(k, n)
+        self.act = act
+
+    def forward(self, x):
+        y = self.fc(x)
+        return torch.nn.functional.gelu(y) if self.act == "gelu" else y
+
+
+class Attention(torch.nn.Module):
+    """Batch matmul of two activations (Q K^T and P V), softmax and layer norm between them."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.norm = torch.nn.LayerNorm(dim)
+        self.heads = heads
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        p = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+        return self.norm((p @ v).transpose(1, 2).reshape(b, s, d) + x)
+
+
+class Pool(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.max_pool2d(x, 3, 2, 1) + torch.nn.functional.avg_pool2d(x, 3, 2, 1)
+
+
+# name: (module, input shape, template kinds that must appear in the kernel report)
+CASES = {
+    "conv3x3_odd_channels": (lambda: Conv(5, 13, 3), (1, 5, 9, 11), {"conv2d"}),
+    "conv3x3_residual": (lambda: Conv(24, 24, 3, residual=True), (2, 24, 10, 7), {"conv2d"}),
+    "conv1x1": (lambda: Conv(40, 48, 1), (1, 40, 7, 7), {"conv2d"}),
+    "conv7x7_stride2": (lambda: Conv(3, 16, 7, stride=2), (1, 3, 29, 29), {"conv2d"}),
+    "conv3x3_stride2_one_pixel": (lambda: Conv(32, 64, 3, stride=2), (3, 32, 2, 2), {"conv2d"}),
+    "conv_one_pixel": (lambda: Conv(20, 36, 1, act=False), (2, 20, 1, 1), {"conv2d"}),
+    "grouped_conv": (lambda: Conv(24, 36, 3, groups=4), (1, 24, 9, 9), {"depthwise"}),
+    "depthwise": (lambda: Conv(32, 32, 3, groups=32), (2, 32, 15, 13), {"depthwise"}),
+    "depthwise_stride2": (lambda: Conv(24, 24, 3, stride=2, groups=24), (1, 24, 14, 14), {"depthwise"}),
+    "dense_gemv": (lambda: Linear(100, 37), (1, 100), {"matmul"}),
+    "dense_batch": (lambda: Linear(64, 80, act=None), (8, 64), {"matmul"}),
+    "ffn_3d": (lambda: Linear(48, 200), (2, 17, 48), {"matmul"}),
+    "attention": (lambda: Attention(48, 4), (2, 19, 48), {"matmul"}),
+    "pooling": (Pool, (1, 16, 15, 15), set()),
+}
+
+
+def _onnx_bytes(module, shape) -> bytes:
+    torch.manual_seed(0)
+    net = module().eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, folded into the conv by the exporter
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.randn(*shape),), buf, input_names=["data"], opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
+def _compile(onnx_bytes: bytes, shape, target_name: str, tmp_path, kernels: bool = True):
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from neocompile.compiler import compile_library
+    from neocompile.targets import get_target
+
+    mod = from_onnx(onnx.load_from_string(onnx_bytes), {"data": list(shape)}, keep_params_in_input=False)
+    out = tmp_path / f"{target_name}.so"
+    return compile_library(mod, get_target(target_name), {"cpu-kernels": kernels}, out)
+
+
+def _reference(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"data": x})[0]
+
+
+def _check_report(kernels: dict[str, str], expected: set[str]) -> None:
+    assert kernels, "the compile produced no kernel report"
+    assert "unscheduled" not in kernels.values(), kernels
+    templates = {how.split(": ")[1].split()[0] for how in kernels.values() if how.startswith("template:")}
+    assert expected <= templates, f"expected templates {expected}, got {kernels}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_template_native(case, tmp_path):
+    from neocompile.runtime import run_library
+
+    module, shape, expected = CASES[case]
+    data = _onnx_bytes(module, shape)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    compiled = _compile(data, shape, "ml_c4", tmp_path)
+    _check_report(compiled.kernels, expected)
+    got = run_library(compiled.path, [x])[0]
+    np.testing.assert_allclose(got, _reference(data, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target_name", ["rk3399", "rasp3b"])
+def test_templates_under_qemu(target_name, tmp_path):
+    """One network holding every template, compiled for an ARM device and run under qemu with the bundled runtime."""
+    from neocompile.device import runner, tvm_runtime
+    from neocompile.targets import get_target
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = Conv(3, 12, 3, stride=2)
+            self.dw = Conv(12, 12, 3, groups=12)
+            self.pw = Conv(12, 20, 1)
+            self.fc = Linear(20, 10, act=None)
+
+        def forward(self, x):
+            y = self.pw(self.dw(self.stem(x)))
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+
+    shape = (2, 3, 17, 17)
+    data = _onnx_bytes(Net, shape)
+    target = get_target(target_name)
+    compiled = _compile(data, shape, target_name, tmp_path)
+    _check_report(compiled.kernels, {"conv2d", "depthwise", "matmul"})
+    ok, why = runner.can_emulate(target)
+    assert ok, why
+    package = tmp_path / "package"
+    (package / "bin").mkdir(parents=True)
+    from neocompile import package as package_mod
+
+    package_mod.add_runtime(package, tvm_runtime.runtime_libraries(target.arch), runner.build_driver(target))
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    got = runner.run_library(compiled.path, target, [x], package_dir=package)[0]
+    np.testing.assert_allclose(got, _reference(data, x), rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_off_is_tvm_default(tmp_path):
+    """CompilerOptions cpu-kernels=false leaves TVM's own lowering (the bench's baseline) and reports nothing."""
+    module, shape, _ = CASES["conv1x1"]
+    compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path, kernels=False)
+    assert compiled.kernels == {}
