@@ -312,7 +312,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not isinstance(array, np.ndarray):
             raise ValidationError(f"--input {item}: '{path}' holds several arrays (.npz); expected one array saved with numpy.save (.npy)")
         feeds[name] = array
-    model = Model(args.package, emulate=True)
+    model = Model(args.package, emulate=True, num_threads=args.threads)
     if not feeds:
         specs = [TensorSpec(n, d, tuple(model.input_shapes[n])) for n, d in zip(model.input_names, model.input_dtypes)]
         feeds = dict(zip(model.input_names, random_inputs(specs)))
@@ -327,7 +327,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra = f", argmax {int(flat.argmax())}" if out.dtype.kind == "f" and flat.size else ""
         _emit(f"{name}: shape {list(out.shape)} {out.dtype}, first {np.array2string(flat[:5], precision=4)}{extra}")
     how = (f"under {model.emulated_target.emulator['command']}, each run a new process" if model.emulated_target
-           else "in process")
+           else "in process") + f", {model.num_threads} thread{'s' if model.num_threads > 1 else ''}"
     _emit(f"latency: median {sorted(times)[len(times) // 2] * 1e3:.3f} ms over {len(times)} runs "
           f"({'given' if args.input else 'seeded random'} inputs, {how})")
     return 0
@@ -349,6 +349,8 @@ def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
         pr.add_argument("package", help="a package .tar.gz or its extracted folder")
         pr.add_argument("--input", action="append", help="NAME=FILE.npy (default: seeded random inputs)")
         pr.add_argument("--repeat", type=_positive_int, default=10, help="timed runs (default 10)")
+        pr.add_argument("--threads", type=_positive_int,
+                        help="threads per run (default: $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every usable core)")
         pr.set_defaults(func=cmd_run)
     else:
         parser = _Parser(prog=prog, description=PROG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -4,14 +4,20 @@
     >>> m = Model("out/model-ml_c5.tar.gz")   # or s3://bucket/key, file:///path, or the extracted folder
     >>> m.input_names, m.input_shapes, m.output_names
     >>> outputs = m.run({"data": x})      # or m.run(x), or m.run([x, y])
+    >>> Model("out/model-ml_c5.tar.gz", num_threads=2)  # default: $NEOCOMPILE_NUM_THREADS, else every usable core
 """
 from __future__ import annotations
 
 import itertools
 import json
+import numbers
+import os
 import platform
+import re
 import tarfile
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +29,7 @@ META = "compiled.meta"
 LIBRARY = "compiled.so"
 FIELD = "Model package"  # how storage errors name the location given to Model(...)
 EXPECTED = "expected a package .tar.gz as compile-model writes it, or its extracted folder"
+THREADS_ENV = "NEOCOMPILE_NUM_THREADS"
 
 
 def read_meta(folder: Path, source: str | None = None) -> dict[str, Any]:
@@ -53,12 +60,103 @@ def _not_a_package(source: str, names: list[str], archive: bool = True) -> str:
     return f"'{source}' is not a neocompile package: {META} is missing; {EXPECTED}"
 
 
+def usable_cores() -> list[int]:
+    """The CPUs the calling thread may run on: its affinity mask, so taskset and cgroup cpusets count."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity outside Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def thread_count(num_threads: int | None = None) -> tuple[int, str]:
+    """The number of threads a model runs with, and where it came from: ``num_threads``, else
+    ``$NEOCOMPILE_NUM_THREADS``, else ``$TVM_NUM_THREADS`` (TVM's own variable), else every usable core (``"cores"``)."""
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
+            raise ValidationError(f"num_threads: {num_threads!r} is not valid; expected an integer >= 1 "
+                                  "(or None: every core this process may use)")
+        return int(num_threads), "num_threads"
+    for name in (THREADS_ENV, "TVM_NUM_THREADS"):
+        text = os.environ.get(name)
+        if text:
+            if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+                raise ValidationError(f"{name}: {text!r} is not valid; expected an integer >= 1")
+            return int(text), name
+    return len(usable_cores()), "cores"
+
+
+# TVM's thread pool belongs to the thread that calls into it and is sized when that thread first uses it (by default
+# to half of the machine's CPUs on x86), and TVM pins that thread and the pool's workers to CPUs of its choosing,
+# whatever the affinity mask. So models run in a thread of ours per thread count, whose pool is built for that count
+# and left free to run on every usable core; the caller's own threads are never resized or pinned.
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(num_threads: int) -> ThreadPoolExecutor:
+    """The thread that runs models with ``num_threads`` threads (made on first use)."""
+    with _pools_lock:
+        pool = _pools.get(num_threads)
+        if pool is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix=f"neocompile-{num_threads}-threads")
+            try:
+                pool.submit(_configure_pool, num_threads, usable_cores()).result()
+            except BaseException:
+                pool.shutdown(wait=False)
+                raise
+            _pools[num_threads] = pool
+    return pool
+
+
+def _configure_pool(num_threads: int, cpus: list[int]) -> None:
+    """Size this thread's TVM pool to ``num_threads`` threads that may run on any of ``cpus``."""
+    import tvm
+
+    def tasks() -> set[str]:
+        try:
+            return set(os.listdir("/proc/self/task"))
+        except OSError:
+            return set()
+
+    before = tasks()
+    # Mode -3 (kSpecifyThreadShareAllCore) takes one CPU per thread and pins the threads to those CPUs: the first
+    # num_threads usable ones. Unpin them (and this thread) afterwards, unless the user set TVM_BIND_THREADS.
+    listed = [str(cpus[i % len(cpus)]) for i in range(num_threads)]
+    tvm.get_global_func("runtime.config_threadpool")(-3, num_threads, listed)
+    if "TVM_BIND_THREADS" not in os.environ:
+        # The new tasks are the pool's workers (pools are made one at a time, under _pools_lock); "0": this thread.
+        for tid in (tasks() - before) | {"0"}:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:  # gone already
+                pass
+
+
+def _forget_pools() -> None:
+    """In a forked child: the parent's threads do not exist here."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 class Model:
     """Load a compiled package (folder or ``.tar.gz``) and run it on this machine's CPU."""
 
-    def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0, emulate: bool = False):
+    def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0, emulate: bool = False,
+                 num_threads: int | None = None):
         """``emulate=True`` runs a package built for another CPU architecture (rasp3b, rk3399, ...) through its own
-        ``bin/neo_run`` under qemu-user, as the compile job's verification does; slow, but no device needed."""
+        ``bin/neo_run`` under qemu-user, as the compile job's verification does; slow, but no device needed.
+
+        ``num_threads``: how many threads a run uses; by default ``$NEOCOMPILE_NUM_THREADS``, else
+        ``$TVM_NUM_THREADS``, else every core this process may use (its affinity mask). ``self.num_threads`` says
+        which count applies. Runs of models with the same count take turns; a package's ``compiled.meta`` gives the
+        count its kernels were scheduled for under ``Compilation.NumThreads`` (null: any).
+        """
+        self.num_threads, self._threads_from = thread_count(num_threads)
         self.source = str(path)
         self._tmp = None
         path = self._local(path)
@@ -184,10 +282,11 @@ class Model:
         if self.emulated_target is not None:
             from .device.runner import run_library
 
-            return run_library(self.path / LIBRARY, self.emulated_target, arrays, package_dir=self.path)
+            threads = None if self._threads_from == "cores" else self.num_threads  # neo_run's default is the same
+            return run_library(self.path / LIBRARY, self.emulated_target, arrays, package_dir=self.path,
+                               num_threads=threads)
         args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
-        out = self._vm["main"](*args)
-        return _flatten(out)
+        return _flatten(_pool(self.num_threads).submit(self._vm["main"], *args).result())
 
     def _order(self, inputs: Any) -> list[np.ndarray]:
         names = self.input_names
@@ -225,11 +324,13 @@ def _flatten(out: Any) -> list[np.ndarray]:
     return flat
 
 
-def run_library(lib_path: Path, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Run a bare compiled library in this process (host-native targets only)."""
+def run_library(lib_path: Path, arrays: Sequence[np.ndarray], num_threads: int | None = None) -> list[np.ndarray]:
+    """Run a bare compiled library in this process (host-native targets only), with ``num_threads`` threads (by
+    default as :class:`Model` picks them)."""
     import tvm
     from tvm import relax
 
     lib = tvm.runtime.load_module(str(lib_path))
     vm = relax.VirtualMachine(lib, tvm.cpu())
-    return _flatten(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]))
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
+    return _flatten(_pool(thread_count(num_threads)[0]).submit(vm["main"], *args).result())

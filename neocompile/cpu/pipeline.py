@@ -36,6 +36,12 @@ class KernelReport:
 
     kernels: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def rename(self, names: set[str]) -> None:
+        """Follow SplitLayoutRewritePreproc, which renames a kernel whose weights it packs to ``<name>_prepacked``."""
+        for name in list(self.kernels):
+            if name not in names and f"{name}_prepacked" in names:
+                self.kernels[f"{name}_prepacked"] = self.kernels.pop(name)
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for how in self.kernels.values():
@@ -110,6 +116,9 @@ def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[
     @tvm.transform.module_pass(opt_level=0, name="neocompile.cpu")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = tvm.target.Target.current()
+        # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
+        # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
+        mod = relax.transform.FastMathTransform()(mod)
         mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
         mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
         if apply_records is not None:
@@ -121,6 +130,7 @@ def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[
             relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination(),
         ])(mod)
+        report.rename({gv.name_hint for gv in mod.get_global_vars()})
         return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
 
     return _pipeline

@@ -184,28 +184,32 @@ def emulator_prefix(target, sysroot: str | None = None) -> list[str]:
     return cmd
 
 
-def driver_command(driver: Path, lib_path: Path, io_dir: Path, target, lib_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+def driver_command(driver: Path, lib_path: Path, io_dir: Path, target, lib_dir: Path | None = None,
+                   num_threads: int | None = None) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that run ``driver`` for ``target`` (natively or under qemu-user).
 
     ``lib_dir`` holds the TVM runtime libraries; by default the driver's own folder (the cache layout).
+    ``num_threads`` becomes ``--threads N``; without it the driver picks its own count (see neo_run.cc).
     """
     libs = str(lib_dir or driver.parent)
     env = dict(os.environ)
+    args = [*(["--threads", str(num_threads)] if num_threads is not None else []), str(lib_path), str(io_dir)]
     if not _needs_emulator(target):
         env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
-        return [str(driver), str(lib_path), str(io_dir)], env
+        return [str(driver), *args], env
     # -E sets the variable for the guest only; the host qemu binary keeps its own library path.
-    cmd = [*emulator_prefix(target), "-E", f"LD_LIBRARY_PATH={libs}", str(driver), str(lib_path), str(io_dir)]
+    cmd = [*emulator_prefix(target), "-E", f"LD_LIBRARY_PATH={libs}", str(driver), *args]
     env.pop("QEMU_LD_PREFIX", None)
     return cmd, env
 
 
 def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float = 300,
-                package_dir: Path | None = None) -> list[np.ndarray]:
+                package_dir: Path | None = None, num_threads: int | None = None) -> list[np.ndarray]:
     """Run ``main`` of the compiled library ``lib_path`` on ``inputs`` as ``target``'s CPU would, and return its
     outputs (a tuple result is flattened). Any failure raises :class:`VerificationError` with the driver's stderr.
 
     With ``package_dir``, the package's own ``bin/neo_run`` and ``lib/`` are used: what ships is what is run.
+    ``num_threads`` is passed as ``neo_run --threads``; by default the driver uses every core it may run on.
     """
     lib_path = Path(lib_path).resolve()
     if not lib_path.is_file():
@@ -220,7 +224,7 @@ def run_library(lib_path: Path, target, inputs: list[np.ndarray], timeout: float
     with tempfile.TemporaryDirectory(prefix="neo-run-") as tmp:
         io_dir = Path(tmp)
         write_inputs(io_dir, inputs)
-        cmd, env = driver_command(driver, lib_path, io_dir, target, lib_dir)
+        cmd, env = driver_command(driver, lib_path, io_dir, target, lib_dir, num_threads)
         try:
             proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:

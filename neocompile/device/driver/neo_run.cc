@@ -1,21 +1,29 @@
 // neo_run: run a TVM Relax VM library once, without Python.
 //
-//   neo_run <model.so> <io-dir>
-//   neo_run --load-only <model.so>     load the model and the runtime, set up the VM, run nothing
+//   neo_run [--threads N] <model.so> <io-dir>
+//   neo_run [--threads N] --load-only <model.so>     load the model and the runtime, set up the VM, run nothing
 //
 // <io-dir>/inputs.txt has one line per input of `main`, in order:
 //   <dtype> <ndim> <d0> ... <d(ndim-1)> <path-to-raw-little-endian-file>
 // (a relative path is taken relative to <io-dir>). Every output tensor of `main` (a tensor, or a
 // possibly nested tuple of tensors, flattened depth first) is written to <io-dir>/output_<i>.bin
-// and described in <io-dir>/outputs.txt in the same format (with the bare file name).
-// Any failure: a message on stderr and a non-zero exit status. When compiled.meta sits next to the model,
-// its MinGlibc is checked against this system's glibc first, so an old OS gets a plain refusal naming both
-// versions instead of the dynamic loader's "version `GLIBC_2.xx' not found".
+// and described in <io-dir>/outputs.txt in the same format (with the bare file name); <io-dir>/timing.txt
+// gets "load_s", "run_s" and "threads" lines. stdout carries nothing but --load-only's one line.
+//
+// Threads: --threads N, else $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every CPU this process may
+// run on (its affinity mask, so taskset and cgroup cpusets count), free to run on any CPU of the mask. TVM's own
+// default would be half of the machine's CPUs on x86, pinned one per core whatever the mask.
+//
+// A malformed command line or thread count: a message on stderr and exit status 2; any other failure: a message
+// on stderr and exit status 1. When compiled.meta sits next to the model, its MinGlibc is checked against this
+// system's glibc first, so an old OS gets a plain refusal naming both versions instead of the dynamic loader's
+// "version `GLIBC_2.xx' not found".
 //
 // Built against the tvm-ffi headers only; link with -ltvm_runtime -ltvm_ffi (--no-as-needed so the
 // runtime's static registrations, e.g. the Relax VM executable loader, run).
 #include <dlfcn.h>
 #include <gnu/libc-version.h>
+#include <sched.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -23,7 +31,9 @@
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
+#include <tvm/ffi/string.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -34,6 +44,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ffi = tvm::ffi;
@@ -41,6 +52,13 @@ namespace ffi = tvm::ffi;
 namespace {
 
 constexpr int kPooledAllocator = 2;  // tvm::runtime::memory::AllocatorType::kPooled
+constexpr int kShareAllCores = -3;   // tvm::runtime::threading::ThreadGroup::kSpecifyThreadShareAllCore
+constexpr char kThreadsEnv[] = "NEOCOMPILE_NUM_THREADS";
+
+// A malformed command line or setting: exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 struct CPUAlloc {
   void AllocData(DLTensor* t) {
@@ -181,6 +199,52 @@ void CheckGlibc(const std::string& lib_path) {
   }
 }
 
+// "N" as a thread count (an integer >= 1); `what` names where it came from.
+int ParseThreads(const std::string& text, const std::string& what) {
+  bool digits = !text.empty() && text.size() <= 6 && text.find_first_not_of("0123456789") == std::string::npos;
+  int value = digits ? std::atoi(text.c_str()) : 0;
+  if (value < 1) throw UsageError(what + ": '" + text + "' is not valid; expected an integer >= 1");
+  return value;
+}
+
+// The thread count: the --threads value (0: not given), else the environment, else every CPU in `cpus`.
+int ThreadCount(int flag, const std::vector<unsigned>& cpus) {
+  if (flag > 0) return flag;
+  for (const char* name : {kThreadsEnv, "TVM_NUM_THREADS"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && *value != '\0') return ParseThreads(value, name);
+  }
+  return static_cast<int>(cpus.size());
+}
+
+// The CPUs this process may run on: its affinity mask (taskset, cgroup cpusets), else all the machine's.
+std::vector<unsigned> UsableCpus() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  std::vector<unsigned> cpus;
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0) {
+    for (unsigned c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+    }
+  }
+  for (unsigned c = 0; cpus.empty() && c < std::max(1u, std::thread::hardware_concurrency()); ++c) cpus.push_back(c);
+  return cpus;
+}
+
+// Size the runtime's thread pool to `n` threads, free to run on every CPU of this process's mask. TVM would pin
+// them to the CPUs listed (config_threadpool takes one per thread, so the first n of the mask) and, while creating
+// the pool, to the machine's first CPUs whatever the mask; TVM_BIND_THREADS=0 stops both unless the user set it.
+// Returns the thread count the pool reports.
+int ConfigureThreads(int n, const std::vector<unsigned>& cpus) {
+  ffi::Array<ffi::String> listed;
+  for (int i = 0; i < n; ++i) listed.push_back(ffi::String(std::to_string(cpus[i % cpus.size()])));
+  bool unpinned = std::getenv("TVM_BIND_THREADS") == nullptr;
+  if (unpinned) setenv("TVM_BIND_THREADS", "0", 1);  // no other thread yet: setenv is safe
+  ffi::Function::GetGlobalRequired("runtime.config_threadpool")(kShareAllCores, n, listed);
+  if (unpinned) unsetenv("TVM_BIND_THREADS");
+  return ffi::Function::GetGlobalRequired("runtime.NumThreads")().cast<int>();
+}
+
 ffi::Function LoadMain(const std::string& lib_path) {
   ffi::Module exec = ffi::Module::LoadFromFile(lib_path);
   ffi::Optional<ffi::Function> load_exec = exec->GetFunction("vm_load_executable");
@@ -194,10 +258,13 @@ ffi::Function LoadMain(const std::string& lib_path) {
   return main_fn.value();
 }
 
-int Run(const std::string& lib_path, const std::string& dir) {
+int Run(const std::string& lib_path, const std::string& dir, int threads_flag) {
+  std::vector<unsigned> cpus = UsableCpus();
+  int threads = ThreadCount(threads_flag, cpus);  // a bad setting fails before anything loads
   CheckGlibc(lib_path);
   // Optional extras (sort/topk/random kernels) when shipped beside the runtime.
   dlopen("libtvm_runtime_extra.so", RTLD_NOW | RTLD_GLOBAL);
+  threads = ConfigureThreads(threads, cpus);
   if (dir.empty()) {  // --load-only: proves the package loads on this OS without running the model's code
     LoadMain(lib_path);
     std::cout << "neo_run: " << lib_path << " loaded\n";
@@ -230,20 +297,48 @@ int Run(const std::string& lib_path, const std::string& dir) {
   if (std::rename(tmp.c_str(), index_path.c_str()) != 0) Fail("cannot rename " + tmp);
   std::ofstream timing(dir + "/timing.txt", std::ios::trunc);
   timing << "load_s " << std::chrono::duration<double>(t1 - t0).count() << '\n'
-         << "run_s " << std::chrono::duration<double>(t2 - t1).count() << '\n';
+         << "run_s " << std::chrono::duration<double>(t2 - t1).count() << '\n'
+         << "threads " << threads << '\n';
   return 0;
+}
+
+int Usage(const char* prog, const std::string& problem) {
+  std::cerr << "neo_run: " << problem << "\nusage: " << prog << " [--threads N] <model.so> <io-dir>\n       " << prog
+            << " [--threads N] --load-only <model.so>\n";
+  return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool load_only = argc == 3 && std::string(argv[1]) == "--load-only";
-  if (argc != 3) {
-    std::cerr << "usage: " << argv[0] << " <model.so> <io-dir>\n       " << argv[0] << " --load-only <model.so>\n";
-    return 2;
-  }
+  bool load_only = false;
+  int threads = 0;
+  std::vector<std::string> positional;
   try {
-    return load_only ? Run(argv[2], "") : Run(argv[1], argv[2]);
+    for (int i = 1; i < argc; ++i) {
+      std::string arg = argv[i];
+      if (!positional.empty() || arg.rfind("--", 0) != 0) {
+        positional.push_back(arg);
+      } else if (arg == "--") {
+        positional.insert(positional.end(), argv + i + 1, argv + argc);
+        break;
+      } else if (arg == "--load-only") {
+        load_only = true;
+      } else if (arg == "--threads" || arg.rfind("--threads=", 0) == 0) {
+        if (arg == "--threads" && i + 1 == argc) throw UsageError("--threads needs a value: an integer >= 1");
+        threads = ParseThreads(arg == "--threads" ? argv[++i] : arg.substr(10), "--threads");
+      } else {
+        throw UsageError("unknown option " + arg);
+      }
+    }
+    size_t want = load_only ? 1 : 2;
+    if (positional.size() != want) {
+      throw UsageError("expected " + std::string(load_only ? "<model.so>" : "<model.so> <io-dir>") + ", got " +
+                       std::to_string(positional.size()) + " argument(s)");
+    }
+    return Run(positional[0], load_only ? "" : positional[1], threads);
+  } catch (const UsageError& e) {
+    return Usage(argv[0], e.what());
   } catch (const ffi::Error& e) {
     std::cerr << "neo_run: " << e.FullMessage() << '\n';
   } catch (const std::exception& e) {
