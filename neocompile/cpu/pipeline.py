@@ -7,6 +7,7 @@ from typing import Any, Callable
 import tvm
 from tvm import relax, s_tir
 
+from .constfold import fold_constants_numpy, fold_weight_prepack
 from .fallback import schedule_fallback
 from .templates import schedule_anchor
 
@@ -118,7 +119,7 @@ def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[
         target = tvm.target.Target.current()
         # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
         # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
-        mod = relax.transform.FastMathTransform()(mod)
+        mod = relax.transform.FastMathTransform()(fold_constants_numpy(mod))
         mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
         mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
         if apply_records is not None:
@@ -127,6 +128,7 @@ def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[
         # Constant weights read through a layout-rewrite block are packed here, once, at compile time.
         mod = tvm.transform.Sequential([
             relax.transform.SplitLayoutRewritePreproc(),
+            fold_weight_prepack,
             relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination(),
         ])(mod)
