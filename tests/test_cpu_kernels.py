@@ -61,6 +61,8 @@ CASES = {
     "conv3x3_odd_channels": (lambda: Conv(5, 13, 3), (1, 5, 9, 11), {"conv2d"}),
     "conv3x3_residual": (lambda: Conv(24, 24, 3, residual=True), (2, 24, 10, 7), {"conv2d"}),
     "conv1x1": (lambda: Conv(40, 48, 1), (1, 40, 7, 7), {"conv2d"}),
+    "conv1x1_few_channels_spatial": (lambda: Conv(6, 20, 1, residual=False), (2, 6, 3, 16), {"conv2d-spatial"}),
+    "conv3x3_few_channels_spatial": (lambda: Conv(3, 10, 3), (1, 3, 5, 24), {"conv2d-spatial"}),
     "conv7x7_stride2": (lambda: Conv(3, 16, 7, stride=2), (1, 3, 29, 29), {"conv2d"}),
     "conv3x3_stride2_one_pixel": (lambda: Conv(32, 64, 3, stride=2), (3, 32, 2, 2), {"conv2d"}),
     "conv_one_pixel": (lambda: Conv(20, 36, 1, act=False), (2, 20, 1, 1), {"conv2d"}),
