@@ -17,7 +17,7 @@ def schedule_fallback(sch: s_tir.Schedule, lanes: int) -> int:
     _inline_all(sch, root)
     done = 0
     for block in sch.get_child_blocks(root):
-        if _schedule_block(sch, block, lanes):
+        if schedule_block(sch, block, lanes):
             done += 1
     return done
 
@@ -53,41 +53,42 @@ def _inline_all(sch: s_tir.Schedule, root: Any) -> None:
                 continue
 
 
-def _schedule_block(sch: s_tir.Schedule, block: Any, lanes: int) -> bool:
+def schedule_block(sch: s_tir.Schedule, block: Any, lanes: int) -> bool:
+    """Parallel outer spatial loops and a vectorized innermost one for one block as legalized; False if it
+    does not have that shape.
+
+    The innermost spatial loop is never fused into the parallel loop: every element would then recover its
+    indices with integer divisions (that made a padding copy 5x slower than the serial nest)."""
     loops = sch.get_loops(block)
     ivs = sch.get(block).iter_vars
     if not loops or len(loops) != len(ivs):
         return False
     kinds = [int(iv.iter_type) for iv in ivs]
     n_spatial = next((i for i, k in enumerate(kinds) if k == REDUCE), len(kinds))
-    if any(k != REDUCE for k in kinds[n_spatial:]):
+    if any(k != REDUCE for k in kinds[n_spatial:]) or n_spatial == 0:
         return False  # spatial iterators after a reduction: leave the nest as legalized
-    extents = [int(sch.get(l).extent) if hasattr(sch.get(l).extent, "value") else None for l in loops]
-    spatial, reduce = loops[:n_spatial], loops[n_spatial:]
-    if not spatial:
-        return False
-    inner = spatial[-1]
-    e_inner = extents[n_spatial - 1]
+    extent = sch.get(loops[n_spatial - 1]).extent
+    e_inner = int(extent.value) if hasattr(extent, "value") else None
+    outer, inner, reduce = loops[: n_spatial - 1], loops[n_spatial - 1], loops[n_spatial:]
     vector = None
-    if e_inner is not None and e_inner >= lanes:
-        factor = lanes if e_inner % lanes == 0 else None
-        if factor:
-            outer_part, vector = sch.split(inner, [None, factor])
-            spatial = spatial[:-1] + [outer_part]
-            if reduce:
-                try:
-                    sch.reorder(*spatial, *reduce, vector)
-                except Exception:  # noqa: BLE001
-                    pass
-    elif e_inner is not None and e_inner > 1 and not reduce and len(spatial) > 1:
-        vector = inner
-        spatial = spatial[:-1]
-    if spatial:
-        fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-        sch.parallel(fused)
+    if e_inner is not None and e_inner >= lanes and e_inner % lanes == 0:
+        rest, vector = sch.split(inner, [None, lanes])
+        if reduce:  # the vector runs under the reduction: reorder the reduction loops outside it
+            try:
+                sch.reorder(rest, *reduce, vector)
+            except Exception:  # noqa: BLE001
+                pass
+        if not outer:
+            outer = [rest]
+    elif e_inner is not None and 1 < e_inner <= 4 * lanes and not reduce:
+        vector = inner  # short rows (7, 14, 49): one (odd-sized) vector each
+    elif not outer:
+        outer = [inner]
+    if outer:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     if vector is not None:
         try:
             sch.vectorize(vector)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a loop LLVM cannot take as one vector stays a loop
             pass
     return True

@@ -107,6 +107,18 @@ def _fallback(func, target, info: CpuInfo, rules):
     return ("fallback", sch) if schedule_fallback(sch, info.lanes()) else (None, None)
 
 
+def prepare(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """The module right before scheduling: legalized, fused, constant weights marked layout-free. Tuning
+    (neocompile.tuning) takes its kernels from here, so that its records match what this pipeline schedules."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
+    # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
+    mod = relax.transform.FastMathTransform()(fold_constants_numpy(mod))
+    mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+    return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+
+
 def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None):
     """The Relax pipeline for ``tvm.compile``: the CPU backend's own passes with scheduling in between.
 
@@ -117,11 +129,7 @@ def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[
     @tvm.transform.module_pass(opt_level=0, name="neocompile.cpu")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = tvm.target.Target.current()
-        # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
-        # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
-        mod = relax.transform.FastMathTransform()(fold_constants_numpy(mod))
-        mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
-        mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+        mod = prepare(mod, target)
         if apply_records is not None:
             mod = apply_records(mod)
         mod = schedule_module(mod, target, info, report)

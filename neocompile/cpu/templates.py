@@ -26,7 +26,7 @@ from typing import Any
 from tvm import DataType, s_tir, tirx
 from tvm.tirx.analysis import undefined_vars
 
-from .fallback import vectorize_innermost
+from .fallback import schedule_block, vectorize_innermost
 
 PREPROC = "meta_schedule.layout_rewrite_preproc"
 REDUCE = 2  # tirx.IterVar.CommReduce
@@ -67,7 +67,7 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
         lanes0 = max(1, vector_bits // DataType(block.writes[0].source.dtype).bits)
         # Short reductions (a 1x1 conv from few channels) spend their time writing the tile out: with the
         # vector along the output row those writes are whole vectors (e.g. 16->96 at 112x112: 2.9 -> 2.5 ms).
-        if depth <= 64 and extents0[swap[0]] % lanes0 == 0:
+        if depth <= 32 and extents0[swap[0]] % lanes0 == 0:
             vec, row = swap
             kind = "conv2d-spatial"
     loops = sch.get_loops(anchor)
@@ -94,6 +94,8 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
     else:
         packed = _pack_weight(sch, anchor, b_index, ivars[vec], tile_n, [ivars[i] for i in reduce])
 
+    unroll_tap = _deinterleave_strided_input(sch, anchor, a_index, ivars[vec]) if kind in ("depthwise", "conv2d-spatial") else None
+
     local = sch.cache_write(anchor, 0, "local")
     consumer = local
     if final is not None:
@@ -108,8 +110,12 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
     if row is not None:
         ro, ri = sch.split(loops[row], [None, rt])
     outer_spatial = [loops[i] for i in spatial if i not in (vec, row)]
-    # The B panel of one vector block ([K, T] packed) stays in cache while every row and batch reuses it.
-    tile_outer = [vo] + outer_spatial + ([ro] if row is not None else [])
+    if packed and kind != "conv2d-spatial":
+        # The B panel of one vector block ([K, T] packed) stays in cache while every row and batch reuses it.
+        tile_outer = [vo] + outer_spatial + ([ro] if row is not None else [])
+    else:  # the output's own order: consecutive tiles read neighbouring input
+        placed = {vec: vo, **({row: ro} if row is not None else {})}
+        tile_outer = [placed.get(i, loops[i]) for i in spatial]
     inner = ([ri] if row is not None else []) + [vt, vi]
     sch.reorder(*tile_outer, *[loops[i] for i in reduce], *inner)
     outer = sch.fuse(*tile_outer) if len(tile_outer) > 1 else tile_outer[0]
@@ -118,10 +124,17 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
         sch.unroll(ri)
     sch.unroll(vt)
     sch.vectorize(vi)
+    if unroll_tap is not None:
+        sch.unroll(loops[[v.same_as(unroll_tap) for v in ivars].index(True)])
     init = sch.decompose_reduction(anchor, loops[reduce[0]])
     vectorize_innermost(sch, init)
     sch.reverse_compute_at(consumer, outer)
     vectorize_innermost(sch, consumer)
+    # What else sits at the root (the padding copy, a transpose feeding B) gets the fallback's loops.
+    for other in sch.get_child_blocks(sch.get_sblock("root")):
+        other_loops = sch.get_loops(other)
+        if other_loops and all(int(sch.get(l).kind) == 0 for l in other_loops) and PREPROC not in sch.get(other).annotations:
+            schedule_block(sch, other, lanes_full)
     return Tile(kind=kind, rows=rt, vectors=nv, lanes=lanes, packed=packed)
 
 
@@ -174,6 +187,33 @@ def _roles(sch: s_tir.Schedule, anchor: Any):
     vec = by_pos[-1]
     row = by_pos[-2] if len(by_pos) > 1 else None
     return a_index, b_index, vec, row, "depthwise" if conv else "matmul"
+
+
+def _deinterleave_strided_input(sch: s_tir.Schedule, anchor: Any, a_index: int, var: Any):
+    """For a vector along ``x`` reading ``A[..., s*x + rx]`` (a strided conv), store the producer of ``A`` (its
+    padding block) de-interleaved as ``A[..., w % s, w // s]``: with ``rx`` unrolled every tap is then a
+    contiguous vector load instead of a gather. Returns the tap variable to unroll, or None."""
+    block = sch.get(anchor)
+    region = block.reads[a_index]
+    last = region.region[-1].min
+    if not isinstance(last, tirx.Add):
+        return None
+    terms = [last.a, last.b]
+    scaled = [t for t in terms if isinstance(t, tirx.Mul) and isinstance(t.a, tirx.Var) and t.a.same_as(var)
+              and isinstance(t.b, tirx.IntImm)]
+    taps = [t for t in terms if isinstance(t, tirx.Var)]
+    if len(scaled) != 1 or len(taps) != 1:
+        return None
+    stride = int(scaled[0].b.value)
+    width = int(region.source.shape[-1])
+    if stride < 2:
+        return None
+    producers = [p for p in sch.get_producers(anchor) if any(w.source.same_as(region.source) for w in sch.get(p).writes)]
+    if len(producers) != 1:
+        return None
+    sch.transform_layout(producers[0], ("write", 0), lambda *idx: (*idx[:-1], idx[-1] % stride, idx[-1] // stride),
+                         pad_value=None if width % stride == 0 else 0.0)
+    return taps[0]
 
 
 def _unit_stride(region, var) -> bool:
