@@ -1,156 +1,349 @@
-"""`make bench`: compile a ResNet-50-sized ONNX model for this machine's target and time it against onnxruntime.
+"""`make bench`: compile a fixed model set with neocompile and time it against onnxruntime and torch, in one run.
 
-Writes bench/results.json and the benchmark table in README.md (between the bench markers). Latency is
-the median of repeated batch-1 runs, measured for TVM and onnxruntime in the same child process, one
-child per thread count (1 and 2), so both sides see the same machine state.
+    python bench/bench.py [--quick] [--models resnet50,mlp] [--batches 1,8] [--tune-trials N]
+                          [--skip-memory] [--skip-arm] [--budget S] [--reuse] [--render]
+
+The models (bench/models.py, plain torch with seeded weights, exported to ONNX opset 17 and packed as Neo's
+model.tar.gz) are ResNet-50, MobileNetV2, a BERT-base-sized encoder and an MLP, each at batch 1 and 8 as separate
+static-shape packages for this machine's best native target (`neocompile targets --native`). Every package is
+compiled through neocompile's Python API in a child process of its own (bench/compile_job.py: wall time, seconds and
+peak memory per stage) in up to three variants: `neocompile` (the default compile, untuned templates),
+`neocompile-tvm-default` (CompilerOptions cpu-kernels=false: TVM's own default schedules) and `neocompile-tuned`
+(CompilerOptions tuning.trials=N, only with --tune-trials / BENCH_TUNE_TRIALS > 0). Latency is measured per thread
+count (1 and all usable cores) in a child process per (model, batch, threads) for every variant, onnxruntime and torch
+(bench/measure.py), the slowest model is profiled per kernel, VGG-19 and ResNet-50 are compiled for the compile-memory
+test, and one model is compiled for an armv7 and an aarch64 device to count NEON instructions and time it under qemu
+(bench/arm.py). Results go to bench/results.json, bench/results.png and the README (bench/report.py).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench.py`
+
+from bench import models, report  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results.json"
-README = ROOT / "README.md"
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-MIN_RUNS, MAX_RUNS, BUDGET_S = 5, 200, 60.0
+PACKAGES = models.WORK / "packages"
+ARM_TARGETS = ["rasp3b", "rk3399"]  # armv7 hard-float and aarch64, both Cortex-A53
+VARIANTS = {
+    "neocompile": None,
+    "neocompile-tvm-default": {"cpu-kernels": False},
+    "neocompile-tuned": None,  # {"tuning": {"trials": N}}, set from --tune-trials
+}
+COMPILE_TIMEOUT_S = 4 * 3600
+MEASURE_TIMEOUT_S = 3600
 
 
-def _timed(fn, budget=BUDGET_S):
-    fn()  # warm-up
-    times, start = [], time.perf_counter()
-    while len(times) < MAX_RUNS and (len(times) < MIN_RUNS or time.perf_counter() - start < budget):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3, "runs": len(times)}
+def log(text: str) -> None:
+    print(f"bench: {text}", flush=True)
 
 
-def measure(package: str, onnx_path: str, threads: int) -> dict:
-    """Runs in a child with TVM_NUM_THREADS/OMP set: both runtimes, same inputs."""
-    import numpy as np
-    import onnxruntime as ort
-
-    from neocompile.runtime import Model
-
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-    model = Model(package)
-    ort_out = sess.run(None, {"data": x})[0]
-    tvm_out = model.run({"data": x})[0]
-    return {
-        "threads": threads,
-        "onnxruntime": _timed(lambda: sess.run(None, {"data": x})),
-        "tvm": _timed(lambda: model.run({"data": x})),
-        "max_abs_diff": float(np.abs(ort_out - tvm_out).max()),
-    }
+def _child(module: str, *args: str, env: dict[str, str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """Run ``python -m bench.<module> args... RESULT`` and return the JSON it wrote, or ``{"error": ...}``."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        result = Path(tmp) / "result.json"
+        try:
+            proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *args, str(result)], cwd=ROOT,
+                                  env=env, timeout=timeout, capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            return {"error": f"bench.{module} did not finish within {timeout:g} s"}
+        if proc.returncode != 0 or not result.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
+            return {"error": f"bench.{module} exited with status {proc.returncode}: " + " | ".join(tail)}
+        return json.loads(result.read_text())
 
 
-def main() -> None:
-    import onnx
-    import onnxruntime
+def _request_file(tmp: Path, request: dict[str, Any]) -> str:
+    path = tmp / f"request-{len(list(tmp.iterdir()))}.json"
+    path.write_text(json.dumps(request))
+    return str(path)
+
+
+# --- the steps -----------------------------------------------------------------------------------------------------
+
+def machine_facts() -> dict[str, Any]:
+    from importlib.metadata import version
+
     import tvm
 
     import neocompile
-    from neocompile import modelzoo
-    from neocompile.targets import all_targets
 
-    native = sorted((t for t in all_targets().values() if t.host_is_native() and t.accelerator is None),
-                    key=lambda t: (-len(t.cpu.get("host_features") or []), t.name))
-    target = native[0].name
-    work = Path(tempfile.mkdtemp(prefix="neocompile-bench-"))
-    model = modelzoo.resnet(depth=50)
-    onnx_path = work / "resnet50.onnx"
-    onnx.save(model, onnx_path)
-    archive = modelzoo.onnx_archive(work / "resnet50.tar.gz", model)
-    params = sum(int(np_size(i)) for i in model.graph.initializer)
-    print(f"bench: ResNet-50 ({params / 1e6:.1f} M params, random weights) -> {target}", flush=True)
-    # The compile runs as the real command in a child, so its wall time and peak memory are the job's own
-    # (RUSAGE_CHILDREN's maxrss: the largest reaped descendant; it is the first child this script starts).
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "compile-model"), "--framework", "ONNX", "--model-uri", str(archive),
-         "--data-input-config", '{"data":[1,3,224,224]}', "--target-device", target, "--output-location",
-         str(work / "out"), "--job-name", "bench-resnet50", "--json", "--quiet"],
-        stdout=subprocess.PIPE, text=True)
-    compile_total = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"bench: compile-model failed with status {proc.returncode}")
-    compile_peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux reports kilobytes
-    result = json.loads(proc.stdout)
-    package = Path(result["S3ModelArtifacts"])
-    rows = []
-    for threads in (1, 2):
-        env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-        code = f"import json,sys; sys.path.insert(0,{str(ROOT)!r}); from bench.bench import measure; print(json.dumps(measure({str(package)!r},{str(onnx_path)!r},{threads})))"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"bench: {threads} thread(s): tvm {row['tvm']['median_ms']:.1f} ms, onnxruntime {row['onnxruntime']['median_ms']:.2f} ms", flush=True)
-        rows.append(row)
-    results = {
-        "model": "ResNet-50 v1 (ONNX opset 17, random weights, batch 1, 3x224x224)",
-        "params_millions": round(params / 1e6, 2),
-        "target": target,
-        "host_cpu": tvm.get_global_func("target.llvm_get_system_cpu")(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} vCPU",
-        "versions": {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "neocompile": neocompile.__version__},
-        "compile_seconds_total": round(compile_total, 2),
-        "compile_peak_rss_bytes": compile_peak_rss,
-        "stage_seconds": result["Timings"],
-        "package_bytes": package.stat().st_size,
-        "onnx_bytes": onnx_path.stat().st_size,
-        "verification": {k: result["Verification"].get(k) for k in ("status", "mode")},
-        "latency": rows,
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    return {
+        "cpu_model": model,
+        "llvm_host_cpu": tvm.get_global_func("target.llvm_get_system_cpu")(),
+        "cpu_flags": {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vnni")},
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "versions": {"neocompile": neocompile.__version__, "tvm": tvm.__version__,
+                     **{name: version(name) for name in ("onnxruntime", "torch", "onnx", "numpy")},
+                     "python": platform.python_version()},
     }
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    _update_readme(results)
-    print(f"bench: wrote {RESULTS.relative_to(ROOT)} and the README table")
 
 
-def np_size(init) -> int:
-    n = 1
-    for d in init.dims:
-        n *= d
-    return n
+def native_target() -> str:
+    cli = Path(sys.executable).parent / "neocompile"
+    out = subprocess.run([str(cli), "targets", "--native"], capture_output=True, text=True, check=True).stdout
+    lines = out.split()
+    if not lines:
+        raise SystemExit("bench: no registry device runs natively on this CPU (`neocompile targets --native` is empty)")
+    return lines[0]
 
 
-def _update_readme(r: dict) -> None:
-    lines = [
-        START,
-        f"Measured {r['measured_at']} on {r['machine']} (LLVM host CPU `{r['host_cpu']}`), TVM {r['versions']['tvm']}, "
-        f"onnxruntime {r['versions']['onnxruntime']}; {r['model']}, compiled for `{r['target']}` with no tuning.",
-        "",
-        "| what | neocompile (TVM) | onnxruntime | ratio TVM / ORT |",
-        "|---|---|---|---|",
-    ]
-    for row in r["latency"]:
-        t, o = row["tvm"]["median_ms"], row["onnxruntime"]["median_ms"]
-        lines.append(f"| latency, batch 1, {row['threads']} thread(s), median | {t:.1f} ms ({row['tvm']['runs']} runs) | "
-                     f"{o:.2f} ms ({row['onnxruntime']['runs']} runs) | {t / o:.1f}x |")
-    lines += [
-        f"| compile time (whole job: fetch..upload) | {r['compile_seconds_total']:.1f} s (TVM compile stage {r['stage_seconds']['compile']:.1f} s) | - | - |",
-        f"| compile peak memory (RSS of the compile-model process) | {r['compile_peak_rss_bytes'] / 2**30:.2f} GiB | - | - |",
-        f"| size | package {r['package_bytes'] / 1e6:.1f} MB (model + runtime + runner) | ONNX file {r['onnx_bytes'] / 1e6:.1f} MB | - |",
-        END,
-    ]
-    text = README.read_text()
-    if START in text and END in text:
-        text = text[: text.index(START)] + "\n".join(lines) + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + "\n".join(lines) + "\n"
-    README.write_text(text)
+def variant_options(tune_trials: int) -> dict[str, dict[str, Any]]:
+    """Each variant's CompilerOptions, and whether this version of neocompile accepts them."""
+    from neocompile import options
+    from neocompile.errors import NeoError
+
+    out = {}
+    for name, opts in VARIANTS.items():
+        entry: dict[str, Any] = {"options": opts}
+        if name == "neocompile-tuned":
+            entry["options"] = opts = {"tuning": {"trials": tune_trials}} if tune_trials > 0 else None
+            entry["budget"] = f"{tune_trials} trials" if tune_trials > 0 else None
+            if tune_trials <= 0:
+                out[name] = {**entry, "available": False, "reason": "not run (--tune-trials / BENCH_TUNE_TRIALS is 0)"}
+                continue
+        try:
+            options.parse(opts)
+            entry["available"] = True
+        except NeoError as exc:
+            entry.update(available=False, reason=f"this neocompile rejects {json.dumps(opts)}: {exc}")
+        out[name] = entry
+    return out
+
+
+def build(name: str, batch: int) -> models.Built:
+    """The model's archive, exported in a child (torch stays out of this process)."""
+    built = models.paths(name, batch)
+    if not (built.onnx.is_file() and built.archive.is_file()):
+        log(f"exporting {models.MODELS[name].title} batch {batch} to ONNX")
+        subprocess.run([sys.executable, "-m", "bench.models", name, str(batch)], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+    return built
+
+
+def compile_one(built: models.Built, model: str, batch: int, variant: str, target: str, opts: Any,
+                reuse: bool, tmp: Path) -> dict[str, Any]:
+    """Compile one package in a child; with ``reuse``, an earlier identical job's package and facts are kept."""
+    out_dir = PACKAGES / f"{model}-b{batch}-{variant}-{target}"
+    request = {"model_uri": str(built.archive), "framework": "ONNX", "output_location": str(out_dir),
+               "data_input_config": {built.input_name: built.input_shape}, "target_device": target,
+               "compiler_options": opts, "job_name": f"bench-{model}-b{batch}-{variant}".replace("_", "-")}
+    facts = out_dir / "bench-compile.json"
+    if reuse and facts.is_file():
+        old = json.loads(facts.read_text())
+        if old.get("request") == request and old.get("ok") and Path(old["artifact"]).is_file():
+            return {**old, "reused": True}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = _child("compile_job", _request_file(tmp, request), timeout=COMPILE_TIMEOUT_S)
+    result.setdefault("ok", False)
+    result.setdefault("seconds", round(time.perf_counter() - t0, 3))
+    result.update(request=request, model=model, batch=batch, variant=variant, target=target,
+                  onnx_bytes=built.onnx.stat().st_size)
+    if result["ok"]:
+        result["package_bytes"] = Path(result["artifact"]).stat().st_size
+    facts.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _compile_line(r: dict[str, Any]) -> str:
+    if not r["ok"]:
+        return f"{r['model']} b{r['batch']} {r['variant']} -> {r['target']}: FAILED: {r.get('error')}"
+    return (f"{r['model']} b{r['batch']} {r['variant']} -> {r['target']}: {r['seconds']:.1f} s, peak "
+            f"{r['peak_tree_rss'] / 2**30:.2f} GiB" + (" (reused)" if r.get("reused") else ""))
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    return dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
+def measure(built: models.Built, model: str, batch: int, threads: int, packages: dict[str, str], args,
+            tmp: Path) -> dict[str, Any]:
+    request = {"model": model, "threads": threads, "input_shape": built.input_shape, "input_name": built.input_name,
+               "onnx": str(built.onnx), "packages": packages, "budget_s": args.budget, "warmup": args.warmup}
+    result = _child("measure", "latency", _request_file(tmp, request), env=thread_env(threads), timeout=MEASURE_TIMEOUT_S)
+    return {"model": model, "batch": batch, "threads": threads, "results": result}
+
+
+def profile_slowest(latency: list[dict[str, Any]], compiles: dict[tuple, dict], args, tmp: Path) -> dict[str, Any] | None:
+    """Per-kernel profile of the (model, batch) whose default package is furthest behind onnxruntime at 1 thread."""
+    worst = None
+    for row in latency:
+        ratio = report.ratio(row, "neocompile")
+        if row["threads"] == 1 and ratio is not None and (worst is None or ratio > worst[0]):
+            worst = (ratio, row)
+    if worst is None:
+        return None
+    ratio, row = worst
+    package = compiles[(row["model"], row["batch"], "neocompile")]["artifact"]
+    median_ms = row["results"]["neocompile"]["median_ms"]
+    runs = max(1, min(50, int(args.budget * 1e3 / max(median_ms, 1e-3))))
+    built = build(row["model"], row["batch"])
+    log(f"profiling {row['model']} batch {row['batch']} (neocompile {ratio:.1f}x onnxruntime at 1 thread), {runs} runs")
+    request = {"package": package, "threads": 1, "input_shape": built.input_shape, "runs": runs, "top": 12}
+    result = _child("measure", "profile", _request_file(tmp, request), env=thread_env(1), timeout=MEASURE_TIMEOUT_S)
+    return {"model": row["model"], "batch": row["batch"], "threads": 1, "variant": "neocompile",
+            "ratio_vs_onnxruntime": ratio, **result}
+
+
+def memory_test(names: list[str], compiles: dict[tuple, dict], target: str, reuse: bool, tmp: Path) -> list[dict[str, Any]]:
+    """Compile time and peak memory per stage, relative to the ONNX file, for each model at batch 1 (default options)."""
+    rows = []
+    for name in names:
+        job = compiles.get((name, 1, "neocompile"))
+        if job is None:
+            built = build(name, 1)
+            log(f"memory test: compiling {models.MODELS[name].title} ({built.onnx.stat().st_size / 1e6:.0f} MB ONNX)")
+            job = compile_one(built, name, 1, "neocompile", target, None, reuse, tmp)
+            log(_compile_line(job))
+        rows.append(job)
+    return rows
+
+
+def arm_part(name: str, variants: dict[str, dict], reuse: bool, runs: int, tmp: Path) -> list[dict[str, Any]]:
+    """Compile ``name`` (batch 1) for each ARM target with templates on and off; NEON counts and qemu latency."""
+    built = build(name, 1)
+    rows = []
+    for target in ARM_TARGETS:
+        for variant in ("neocompile", "neocompile-tvm-default"):
+            if not variants[variant]["available"]:
+                rows.append({"model": name, "target": target, "variant": variant, "error": variants[variant]["reason"]})
+                continue
+            job = compile_one(built, name, 1, variant, target, variants[variant]["options"], reuse, tmp)
+            log(_compile_line(job))
+            row = {"model": name, "target": target, "variant": variant, "compile": job}
+            if job["ok"]:
+                row.update(_child("arm", job["artifact"], str(runs), timeout=MEASURE_TIMEOUT_S))
+                emu = row.get("emulated", {})
+                dis = row.get("disassembly", {})
+                log(f"  {target} {variant}: {dis.get('vector', '?')} NEON instructions of {dis.get('instructions', '?')} "
+                    f"in {dis.get('kernels', '?')} kernels, emulated {emu.get('median_ms', float('nan')):.1f} ms")
+            rows.append(row)
+    return rows
+
+
+# --- main ----------------------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="development run: the MLP and MobileNetV2 at batch 1, 1.5 s budgets, the compile-memory "
+                        "figures of those two, the ARM part on the MLP")
+    p.add_argument("--models", help=f"comma list from {', '.join(models.LATENCY_MODELS)} (default: all; --quick: mlp,mobilenet_v2)")
+    p.add_argument("--batches", help="comma list of batch sizes (default 1,8; --quick: 1)")
+    p.add_argument("--tune-trials", type=int, default=int(env("BENCH_TUNE_TRIALS", "0")),
+                   help="tuning budget of the neocompile-tuned variant in trials (env BENCH_TUNE_TRIALS; 0: not run)")
+    p.add_argument("--budget", type=float, default=float(env("BENCH_BUDGET_S", "0") or 0),
+                   help="seconds of timed runs per runtime and measurement (env BENCH_BUDGET_S; default 10, --quick 1.5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
+    p.add_argument("--skip-memory", action="store_true", help="skip the VGG-19 / ResNet-50 compile-memory test")
+    p.add_argument("--skip-arm", action="store_true", help="skip the ARM (NEON, qemu) part")
+    p.add_argument("--arm-model", help="model of the ARM part (default mobilenet_v2; --quick: mlp)")
+    p.add_argument("--arm-runs", type=int, default=3, help="emulated runs per ARM package (default 3)")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse packages (and their compile figures) from an earlier run with the same request")
+    p.add_argument("--render", action="store_true",
+                   help="measure nothing: redraw the chart and the README section from bench/results.json")
+    args = p.parse_args(argv)
+    args.models = (args.models.split(",") if args.models else (["mlp", "mobilenet_v2"] if args.quick else models.LATENCY_MODELS))
+    unknown = [m for m in args.models if m not in models.MODELS]
+    if unknown:
+        p.error(f"--models: unknown {unknown}; expected from {', '.join(models.MODELS)}")
+    args.batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1] if args.quick else [1, 8])
+    args.budget = args.budget or (1.5 if args.quick else 10.0)
+    args.arm_model = args.arm_model or ("mlp" if args.quick else "mobilenet_v2")
+    if args.arm_model not in models.MODELS:
+        p.error(f"--arm-model: unknown '{args.arm_model}'; expected from {', '.join(models.MODELS)}")
+    args.memory_models = args.models if args.quick else ["vgg19", "resnet50"]
+    return args
+
+
+def render(results: dict[str, Any]) -> Path | None:
+    chart = report.chart(results, ROOT / "bench" / "results.png")
+    report.update_readme(results, ROOT / "README.md", chart)
+    return chart
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.render:
+        render(json.loads(RESULTS.read_text()))
+        log("redrew bench/results.png and the README section from bench/results.json")
+        return
+    started = time.time()
+    facts = machine_facts()
+    target = native_target()
+    cores = facts["usable_cores"]
+    threads = [1] if cores == 1 else [1, cores]
+    variants = variant_options(args.tune_trials)
+    for name, v in variants.items():
+        if not v["available"]:
+            log(f"variant {name}: {v['reason']}")
+    log(f"target {target}; models {', '.join(args.models)}; batches {args.batches}; threads {threads}; "
+        f"budget {args.budget:g} s per measurement")
+    results: dict[str, Any] = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "machine": facts, "target": target,
+        "config": {"quick": args.quick, "models": args.models, "batches": args.batches, "threads": threads,
+                   "budget_s": args.budget, "warmup": args.warmup, "tune_trials": args.tune_trials,
+                   "arm_model": None if args.skip_arm else args.arm_model, "arm_runs": args.arm_runs},
+        "variants": variants,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-requests-") as tmp_name:
+        tmp = Path(tmp_name)
+        compiles: dict[tuple, dict] = {}
+        built = {}
+        for model in args.models:
+            for batch in args.batches:
+                built[model, batch] = b = build(model, batch)
+                for variant, v in variants.items():
+                    if v["available"]:
+                        compiles[model, batch, variant] = job = compile_one(b, model, batch, variant, target,
+                                                                            v["options"], args.reuse, tmp)
+                        log(_compile_line(job))
+        results["compiles"] = list(compiles.values())
+        latency = []
+        for model in args.models:
+            for batch in args.batches:
+                packages = {variant: job["artifact"] for (m, b, variant), job in compiles.items()
+                            if m == model and b == batch and job["ok"]}
+                for n in threads:
+                    row = measure(built[model, batch], model, batch, n, packages, args, tmp)
+                    latency.append(row)
+                    log(report.latency_line(row))
+        results["latency"] = latency
+        results["summary"] = report.summary(latency, threads)
+        results["profile"] = profile_slowest(latency, compiles, args, tmp)
+        results["memory"] = None if args.skip_memory else memory_test(args.memory_models, compiles, target, args.reuse, tmp)
+        results["arm"] = None if args.skip_arm else arm_part(args.arm_model, variants, args.reuse, args.arm_runs, tmp)
+    results["goals"] = report.goals(results)
+    results["bench_seconds"] = round(time.time() - started, 1)
+    RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    chart = render(results)
+    for goal in results["goals"]:
+        log(f"goal {goal['goal']}: {goal['value']} -> {goal['verdict']}")
+    log(f"wrote {RESULTS.relative_to(ROOT)}, the README table" + (f" and {chart.relative_to(ROOT)}" if chart else "")
+        + f" in {results['bench_seconds'] / 60:.1f} min")
 
 
 if __name__ == "__main__":
