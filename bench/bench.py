@@ -37,8 +37,8 @@ RESULTS = ROOT / "bench" / "results.json"
 PACKAGES = models.WORK / "packages"
 ARM_TARGETS = ["rasp3b", "rk3399"]  # armv7 hard-float and aarch64, both Cortex-A53
 VARIANTS = {
-    "neocompile": None,
-    "neocompile-tvm-default": {"cpu-kernels": False},
+    "neocompile": {"tuning": False},  # the templates alone: no records from the tuning cache
+    "neocompile-tvm-default": {"cpu-kernels": False, "tuning": False},
     "neocompile-tuned": None,  # {"tuning": {"trials": N}}, set from --tune-trials
 }
 COMPILE_TIMEOUT_S = 4 * 3600

@@ -77,6 +77,9 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-location", "--s3-output-location", dest="output_location", help="folder or s3://bucket/prefix for the package")
     p.add_argument("--job-name", "--compilation-job-name", dest="job_name", help="CompilationJobName (in the result; not in the package)")
     p.add_argument("--max-runtime-seconds", type=int, help="stop the job after this many seconds (StoppingCondition.MaxRuntimeInSeconds)")
+    p.add_argument("--tune", type=_positive_int, metavar="TRIALS",
+                   help='tune the CPU kernels with MetaSchedule for TRIALS trials (CompilerOptions {"tuning": {"trials": TRIALS}}); '
+                        "records are cached and reused by later jobs")
     p.add_argument("--cli-input-json", help="a CreateCompilationJob request body: JSON text or file://request.json")
     p.add_argument("--quiet", action="store_true", help="no per-stage progress on stderr")
     p.add_argument("--json", action="store_true",
@@ -155,7 +158,26 @@ def build_request(args: argparse.Namespace):
         req.target_device = args.target_device
     if args.target_platform:
         req.target_platform = _parse_platform(args.target_platform)
+    if args.tune:
+        req.compiler_options = _with_tuning(req.compiler_options, args.tune)
     return req
+
+
+def _with_tuning(compiler_options: Any, trials: int) -> str:
+    """CompilerOptions with ``tuning.trials`` set by --tune (other tuning fields and options kept)."""
+    from .datainput import parse_structured
+
+    current = parse_structured(compiler_options, "CompilerOptions") if compiler_options else {}
+    if not isinstance(current, dict):
+        raise ValidationError(
+            f"OutputConfig.CompilerOptions: {compiler_options!r} is not a JSON object, so --tune cannot add tuning to it; "
+            "expected e.g. {\"mcpu\": \"cortex-a72\"}"
+        )
+    is_tuning = lambda key: str(key).strip().lower().replace("_", "-") == "tuning"  # noqa: E731
+    tuning = next((v for k, v in current.items() if is_tuning(k)), None)
+    merged = {k: v for k, v in current.items() if not is_tuning(k)}
+    merged["tuning"] = {**(tuning if isinstance(tuning, dict) else {}), "trials": trials}
+    return json.dumps(merged)
 
 
 class _JobConsole:
@@ -261,6 +283,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             "Verification": result.verification,
             "Timings": result.timings,
             "DerivedDataInputConfig": result.derived_data_input_config,
+            "Tuning": result.meta.get("Compilation", {}).get("Tuning"),
         }, indent=2))
     else:
         status = result.verification.get("status")
@@ -333,6 +356,110 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tuning_cache(args: argparse.Namespace):
+    from .tuning import TuningCache
+
+    return TuningCache(args.cache)
+
+
+def _target_key(name: str | None) -> str | None:
+    """The cache's key for --target-device NAME (needs TVM: only imported when the flag is given)."""
+    if not name:
+        return None
+    from .targets import get_target
+    from .tuning.apply import target_key
+
+    return target_key(get_target(name).target_dict({}))
+
+
+def cmd_tuning_list(args: argparse.Namespace) -> int:
+    from .tuning.cache import describe_target
+
+    key = _target_key(args.target_device)
+    cache = _tuning_cache(args)
+    entries = [e for e in cache.entries() if key is None or e.target == key]
+    rows = [{"Workload": e.workload_hash, "Kernel": e.task, "Target": describe_target(e.target), "BestUs": e.best_us,
+             "Records": len(e.records), "Trials": e.trials, "Source": e.records[0].get("source") if e.records else None,
+             "Updated": e.updated} for e in sorted(entries, key=lambda e: (e.target, e.task, e.workload_hash))]
+    if args.json:
+        _emit(json.dumps({"Cache": cache.location, "Kind": cache.kind, "Entries": rows}, indent=2))
+        return 0
+    if not rows:
+        _emit(f"no tuning records in {cache.location}")
+        return 0
+    cols = ["Workload", "Kernel", "Target", "BestUs", "Records", "Trials", "Source", "Updated"]
+    table = [[f"{r[c]:.2f}" if c == "BestUs" and r[c] is not None else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
+    _emit("\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in [cols, *table]))
+    return 0
+
+
+def cmd_tuning_export(args: argparse.Namespace) -> int:
+    from .tuning.cache import write_export
+
+    key = _target_key(args.target_device)
+    cache = _tuning_cache(args)
+    entries = [e for e in cache.entries() if key is None or e.target == key]
+    write_export(entries, Path(args.file))
+    summary = {"File": args.file, "Entries": len(entries), "Records": sum(len(e.records) for e in entries)}
+    _emit(json.dumps(summary, indent=2) if args.json
+          else f"exported {summary['Entries']} record set(s), {summary['Records']} record(s), from {cache.location} to {args.file}")
+    return 0
+
+
+def cmd_tuning_import(args: argparse.Namespace) -> int:
+    from .tuning.cache import import_entries
+
+    cache = _tuning_cache(args)
+    entries = import_entries(cache, Path(args.file))
+    summary = {"File": args.file, "Entries": len(entries), "Records": sum(len(e.records) for e in entries)}
+    _emit(json.dumps(summary, indent=2) if args.json
+          else f"imported {summary['Entries']} record set(s), {summary['Records']} record(s), from {args.file} into {cache.location}")
+    return 0
+
+
+def cmd_tuning_prune(args: argparse.Namespace) -> int:
+    from .tuning.cache import prune
+
+    removed = prune(_tuning_cache(args), older_than_days=args.older_than, target=_target_key(args.target_device))
+    _emit(json.dumps({"Removed": [{"Workload": e.workload_hash, "Kernel": e.task} for e in removed]}, indent=2) if args.json
+          else f"removed {len(removed)} record set(s)")
+    return 0
+
+
+def _add_tuning_commands(sub: Any) -> None:
+    pt = sub.add_parser("tuning", help="manage the tuning cache (MetaSchedule records reused by every job)",
+                        description="The tuning cache: $NEOCOMPILE_TUNING_CACHE (s3://bucket/prefix or a folder), else "
+                                    "$NEOCOMPILE_CACHE/tuning, else ~/.cache/neocompile/tuning.")
+    tsub = pt.add_subparsers(dest="tuning_command", required=True)
+
+    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = tsub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--cache", help="the cache to use instead of $NEOCOMPILE_TUNING_CACHE: s3://bucket/prefix or a folder")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.set_defaults(func=func, parser=p)
+        return p
+
+    p = add("list", cmd_tuning_list, "list the cached record sets: workload, kernel, target, best latency, trials, date")
+    p.add_argument("--target-device", help="only the records for this TargetDevice's target")
+    p = add("export", cmd_tuning_export, "write the cached record sets to FILE (JSON), e.g. to import them elsewhere")
+    p.add_argument("file")
+    p.add_argument("--target-device", help="only the records for this TargetDevice's target")
+    p = add("import", cmd_tuning_import,
+            "merge the record sets of FILE (from `tuning export`) into the cache; FILE is checked whole before anything is written")
+    p.add_argument("file")
+    p = add("prune", cmd_tuning_prune, "remove record sets: not updated for DAYS days, for one target, or all")
+    p.add_argument("--older-than", type=_positive_int, metavar="DAYS", help="last updated more than DAYS days ago")
+    p.add_argument("--target-device", help="the records for this TargetDevice's target")
+    p.add_argument("--all", action="store_true", help="every record set (with the other flags: every one they select)")
+    p.set_defaults(check=_check_prune_args)
+
+
+def _check_prune_args(args: argparse.Namespace) -> None:
+    if args.older_than is None and not args.target_device and not args.all:
+        args.parser.error("give --older-than DAYS, --target-device NAME or --all")
+
+
 def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
     if subcommands:
         parser = _Parser(prog=prog, description="neocompile: an open, self-hosted SageMaker Neo.")
@@ -352,6 +479,7 @@ def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
         pr.add_argument("--threads", type=_positive_int,
                         help="threads per run (default: $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every usable core)")
         pr.set_defaults(func=cmd_run)
+        _add_tuning_commands(sub)
     else:
         parser = _Parser(prog=prog, description=PROG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--version", action="version", version=f"neocompile {_version()}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import CompilationError
 from .targets import Target
@@ -16,10 +16,24 @@ class CompiledLibrary:
     device_code: str  # what the accelerator part holds: "none", "cuda-source", ...
     needs: list[str]  # what the package still needs on the device, in plain words
     kernels: dict[str, str] = dataclasses.field(default_factory=dict)  # PrimFunc -> how it was scheduled
+    tuning: Any = None  # the job's tuning.session.TuningSession (CPU kernels), None otherwise
+
+    def tuning_summary(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``Compilation.Tuning`` for the manifest."""
+        if self.tuning is not None:
+            return self.tuning.summary(self.kernels)
+        requested = options.get("tuning")
+        return {"Requested": requested, "Tuned": False, "Trials": 0, "Cache": None, "RecordsApplied": {},
+                "Note": "not tuned: tuning applies to CPU kernels (no accelerator, cpu-kernels true)" if requested else None}
 
 
-def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path: Path) -> CompiledLibrary:
-    """``tvm.compile`` the module for ``target`` and export one shared library at ``out_path``."""
+def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path: Path,
+                    note: Callable[[str], None] | None = None, deadline: float | None = None) -> CompiledLibrary:
+    """``tvm.compile`` the module for ``target`` and export one shared library at ``out_path``.
+
+    For CPU kernels, tuning records from the cache are applied, and with ``options["tuning"]`` MetaSchedule first
+    tunes the kernels until its trials or the time before ``deadline`` (monotonic clock) run out; ``note`` gets
+    its progress lines."""
     import tvm
 
     from .device import toolchain
@@ -30,13 +44,18 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         tvm_target = tvm.target.Target(target_dict)
     except Exception as exc:
         raise CompilationError(f"OutputConfig: TVM rejects the target {target_dict} for {target.name}: {exc}") from exc
-    report = None
+    report = session = None
     pipeline: Any = "default"
     if target.accelerator is None and options.get("cpu-kernels", True):
         from .cpu import CpuInfo, KernelReport, relax_pipeline
+        from .tuning.session import TuningSession
 
         report = KernelReport()
-        pipeline = relax_pipeline(CpuInfo.from_target(target), report)
+        session = TuningSession(target, options, note, deadline)
+        session.tune(mod, tvm_target)
+        pipeline = relax_pipeline(CpuInfo.from_target(target), report, apply_records=session.apply)
+    elif options.get("tuning") and note is not None:
+        note("not tuned: tuning applies to CPU kernels (no accelerator, cpu-kernels true)")
     try:
         with tvm_target:
             executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
@@ -50,7 +69,8 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
     device_code, needs = _device_code(target, out_path)
     kernels = dict(sorted(report.kernels.items())) if report is not None else {}
-    return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs, kernels=kernels)
+    return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs, kernels=kernels,
+                           tuning=session)
 
 
 def check_cpu(target: Target, options: dict[str, Any]) -> None:

@@ -20,7 +20,15 @@ KNOWN = {
     "cpu-kernels": "true/false: schedule CPU kernels with neocompile's templates (default true); false leaves TVM's default lowering.",
     "verify-rtol": "Relative tolerance of the verification (default 1e-3).",
     "verify-atol": "Absolute tolerance of the verification (default 1e-4).",
+    "tuning": "{\"trials\": N[, \"max-trials-per-task\": M][, \"rpc\": {\"server\": \"host:port\"}]}: tune the CPU "
+              "kernels with MetaSchedule, here or on the device through its TVM RPC server (records are cached and reused "
+              "by later jobs); false: do not use the tuning cache either.",
 }
+
+#: The fields of the tuning option: name -> required.
+TUNING_FIELDS = {"trials": True, "max-trials-per-task": False, "rpc": False}
+#: tuning.rpc: time candidates on the device itself, through its TVM RPC server or a tracker the servers registered with.
+RPC_FIELDS = ("server", "tracker", "key", "cores")
 
 DTYPES = {"float32": "float32", "float": "float32", "int64": "int64", "long": "int64"}
 MAX_LENGTH = 1024
@@ -77,8 +85,58 @@ def _check(canon: str, key: str, val: Any) -> Any:
         if not isinstance(val, bool):
             raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; expected true or false")
         return val
+    if canon == "tuning":
+        return _check_tuning(key, val)
     if canon in ("verify-rtol", "verify-atol"):
         if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
             raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; expected a non-negative number")
         return float(val)
     return val
+
+
+def _check_tuning(key: str, val: Any) -> Any:
+    expected = ('expected {"trials": N} with N an integer >= 1 (optionally "max-trials-per-task": M, '
+                '"rpc": {"server": "host:port"}), or false')
+    if val is False:
+        return False
+    if not isinstance(val, dict):
+        raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; {expected}")
+    out = {}
+    for field, value in val.items():
+        canon = str(field).strip().lower().replace("_", "-")
+        if canon not in TUNING_FIELDS:
+            raise ValidationError(f"OutputConfig.CompilerOptions.{key}: unknown field '{field}'; {expected}")
+        if canon == "rpc":
+            out[canon] = _check_rpc(f"{key}.{field}", value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValidationError(f"OutputConfig.CompilerOptions.{key}.{field}: {value!r} is not valid; expected an integer >= 1")
+        out[canon] = value
+    missing = [f for f, required in TUNING_FIELDS.items() if required and f not in out]
+    if missing:
+        raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} lacks '{missing[0]}'; {expected}")
+    return out
+
+
+def _check_rpc(key: str, val: Any) -> dict[str, Any]:
+    expected = 'expected {"server": "host:port"} or {"tracker": "host:port", "key": "<device key>"}, optionally "cores": N'
+    if not isinstance(val, dict):
+        raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; {expected}")
+    out: dict[str, Any] = {}
+    for field, value in val.items():
+        canon = str(field).strip().lower()
+        if canon not in RPC_FIELDS:
+            raise ValidationError(f"OutputConfig.CompilerOptions.{key}: unknown field '{field}'; {expected}")
+        if canon in ("server", "tracker"):
+            host, _, port = str(value).rpartition(":")
+            if not isinstance(value, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValidationError(f"OutputConfig.CompilerOptions.{key}.{field}: {value!r} is not valid; expected host:port")
+        elif canon == "key":
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationError(f"OutputConfig.CompilerOptions.{key}.{field}: {value!r} is not valid; expected the device key the RPC server registered")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValidationError(f"OutputConfig.CompilerOptions.{key}.{field}: {value!r} is not valid; expected the device's core count, an integer >= 1")
+        out[canon] = value
+    if ("server" in out) == ("tracker" in out) or ("tracker" in out) != ("key" in out):
+        raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; {expected}")
+    return out

@@ -226,12 +226,17 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
     staging = work / "package"
     staging.mkdir()
     with stage("compile") as s:
-        compiled = compile_library(loaded.mod, target, p.options, staging / package.LIBRARY)
+        compiled = compile_library(loaded.mod, target, p.options, staging / package.LIBRARY,
+                                   note=lambda text: stage.progress(StageEvent("compile", "note", detail=text)),
+                                   deadline=stage.deadline)
         s.detail = f"{target.name}: {compiled.target}"
     with stage("verify") as s:
         bundled, runtime_note = _bundle_runtime(target, staging, lambda text: stage.progress(StageEvent("verify", "note", detail=text)))
         report = _verify(p, loaded, compiled, staging if "bin/neo_run" in bundled else None)
         s.detail = f"{report['status']} ({report.get('mode') or report.get('reason')})"
+        if compiled.tuning is not None:  # only a verified (or unverifiable) package's records reach the cache
+            compiled.tuning.note = lambda text: stage.progress(StageEvent("verify", "note", detail=text))
+            compiled.tuning.commit()
     with stage("package") as s:
         package.write_report(staging, report)
         floors = device_floors.package_floors(staging)
@@ -342,6 +347,8 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
             "DeviceCode": compiled.device_code,
             # How each kernel (fused PrimFunc) was scheduled: "template: ...", "dlight: ...", "fallback", "tuned".
             "Kernels": compiled.kernels,
+            # Whether MetaSchedule ran (trials, kernels), the cache kind, and the kernels scheduled from records.
+            "Tuning": compiled.tuning_summary(p.options),
             "Framework": loaded.framework,
             "FrameworkVersion": p.request.framework_version or loaded.framework_version,
             "SourceFrameworkVersion": loaded.framework_version,

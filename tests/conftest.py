@@ -11,6 +11,18 @@ import pytest
 from tests.s3server import S3Server, start_s3_server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_tuning_cache(tmp_path_factory) -> Iterator[None]:
+    """Compiles in the tests never read the developer's tuning cache: records there would change the kernels."""
+    saved = os.environ.get("NEOCOMPILE_TUNING_CACHE")
+    os.environ["NEOCOMPILE_TUNING_CACHE"] = str(tmp_path_factory.mktemp("tuning-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("NEOCOMPILE_TUNING_CACHE", None)
+    else:
+        os.environ["NEOCOMPILE_TUNING_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[S3Server]:
     """A real SeaweedFS S3 server on free loopback ports, enforcing `.access_key`/`.secret_key`.

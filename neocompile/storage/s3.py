@@ -192,3 +192,62 @@ def discard_partial(bucket: str, prefix: str, name: str, field: str) -> None:
                     s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
 
     _run("write", bucket, key, field, StorageError, abort)
+
+
+# Small JSON objects read and replaced whole (the tuning cache): conditional writes let concurrent workers merge.
+
+def read_object(bucket: str, key: str, field: str) -> tuple[bytes | None, str | None]:
+    """The bytes and ETag of ``s3://bucket/key``, or ``(None, None)`` when there is no such object."""
+    from botocore.exceptions import ClientError
+
+    def get(s3):
+        try:
+            obj = s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND:
+                return None, None
+            raise
+        return obj["Body"].read(), obj.get("ETag")
+
+    return _run("read", bucket, key, field, StorageError, get)
+
+
+def write_object(bucket: str, key: str, data: bytes, field: str, if_match: str | None) -> bool:
+    """PUT ``data`` only if the object still has ETag ``if_match`` (or, with None, still does not exist).
+
+    False when another writer came first (the caller reads again and retries). A server without conditional
+    writes (501 NotImplemented) gets a plain PUT: the last writer wins there.
+    """
+    from botocore.exceptions import ClientError
+
+    condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+
+    def put(s3):
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json", **condition)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            if code not in ("NotImplemented", "501"):
+                raise
+            s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")
+        return True
+
+    return _run("write", bucket, key, field, StorageError, put)
+
+
+def list_keys(bucket: str, prefix: str, field: str) -> list[str]:
+    """Every key under ``prefix`` (a folder-like prefix: ``a/b`` lists ``a/b/...``), sorted."""
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+    def listing(s3):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    return _run("read", bucket, base, field, StorageError, listing)
+
+
+def delete_object(bucket: str, key: str, field: str) -> None:
+    """Delete ``s3://bucket/key`` (no error when it is already gone)."""
+    _run("write", bucket, key, field, StorageError, lambda s3: s3.delete_object(Bucket=bucket, Key=key))
