@@ -71,13 +71,17 @@ def _fold(name: str, call, args: list) -> np.ndarray | None:
     return None
 
 
-@tvm.transform.module_pass(opt_level=0, name="neocompile.FoldConstantNumpy")
-def fold_constants_numpy(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-    folder = _Folder(mod)
+def _rewrite(mod: tvm.IRModule, folder) -> tvm.IRModule:
+    """Run a mutator over every Relax function of ``mod``."""
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             folder.builder_.update_func(gv, folder.visit_expr(func))
     return folder.builder_.get()
+
+
+@tvm.transform.module_pass(opt_level=0, name="neocompile.FoldConstantNumpy")
+def fold_constants_numpy(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    return _rewrite(mod, _Folder(mod))
 
 
 # Weight packing: SplitLayoutRewritePreproc leaves ``call_tir(<kernel>_weight_prepack, (constant,))``, one PrimFunc
@@ -159,8 +163,4 @@ class _PrepackFolder(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="neocompile.FoldWeightPrepack")
 def fold_weight_prepack(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-    folder = _PrepackFolder(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            folder.builder_.update_func(gv, folder.visit_expr(func))
-    return folder.builder_.get()
+    return _rewrite(mod, _PrepackFolder(mod))

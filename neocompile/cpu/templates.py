@@ -15,12 +15,16 @@ indexes ``B`` alone (depthwise and grouped conv) the vector runs along the outpu
 The accumulator tile lives in a local buffer; the elementwise epilogue (bias, batch norm, activation, residual
 add) is inlined into one block computed per tile, straight from the accumulators. A constant ``B`` (a
 ``layout_free_buffers`` parameter) is read through a ``meta_schedule.layout_rewrite_preproc`` block that packs
-it into ``[n/T, ..., T]``: ``SplitLayoutRewritePreproc`` + ``FoldConstant`` then pack it at compile time.
+it into ``[n/T, ..., T]``: ``SplitLayoutRewritePreproc`` and ``constfold.fold_weight_prepack`` then pack it at
+compile time.
+
+Variants: a stride-1 conv with a short reduction (a 1x1 conv from few channels) swaps the two iterators
+(``conv2d-spatial``: whole-vector stores of the output row); a strided conv whose vector runs along the row reads
+a de-interleaved copy of its padded input, so each tap is a contiguous load.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from tvm import DataType, s_tir, tirx
@@ -34,7 +38,7 @@ REDUCE = 2  # tirx.IterVar.CommReduce
 
 @dataclasses.dataclass
 class Tile:
-    kind: str  # conv2d | depthwise | matmul
+    kind: str  # conv2d | conv2d-spatial | depthwise | matmul
     rows: int  # rt: rows of the register tile
     vectors: int  # nv: vectors along the vector iterator
     lanes: int  # elements per vector
@@ -56,8 +60,7 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
     roles = _roles(sch, anchor)
     if roles is None:
         return None
-    a_index, b_index, vec, row, kind = roles[:5]
-    swap = roles[5] if len(roles) > 5 else None
+    a_index, b_index, vec, row, kind, swap = roles
     if swap is not None:
         extents0 = [int(iv.dom.extent) for iv in block.iter_vars]
         depth = 1
@@ -139,7 +142,8 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
 
 
 def _roles(sch: s_tir.Schedule, anchor: Any):
-    """(A read index, B read index, vector iter, row iter, kind) for a ``C += A * B`` block, else None."""
+    """(A read index, B read index, vector iter, row iter, kind, swapped (vector, row) or None) for a
+    ``C += A * B`` block, else None."""
     block = sch.get(anchor)
     body = block.body
     if not isinstance(body, tirx.BufferStore) or not isinstance(body.value, tirx.Add):
@@ -179,14 +183,14 @@ def _roles(sch: s_tir.Schedule, anchor: Any):
             # A stride-1 conv can also run the vector along the output row (contiguous loads of A and stores
             # of C) with output channels as the tile's rows: "conv2d-spatial".
             return a_index, b_index, vec, row, "conv2d", (row, vec)
-        return a_index, b_index, vec, row, "conv2d" if conv else "matmul"
+        return a_index, b_index, vec, row, "conv2d" if conv else "matmul", None
     # Depthwise / grouped conv: the channel indexes both operands; vectorize along the output's innermost axis.
     by_pos = sorted((i for i in spatial if i in out_pos), key=lambda i: out_pos[i])
     if not by_pos:
         return None
     vec = by_pos[-1]
     row = by_pos[-2] if len(by_pos) > 1 else None
-    return a_index, b_index, vec, row, "depthwise" if conv else "matmul"
+    return a_index, b_index, vec, row, "depthwise" if conv else "matmul", None
 
 
 def _deinterleave_strided_input(sch: s_tir.Schedule, anchor: Any, a_index: int, var: Any):
@@ -252,10 +256,6 @@ def _tile_sizes(e_vec: int, e_row: int, lanes_full: int, registers: int) -> tupl
     multiply-adds per load, ``rt*nv / (rt + nv)``, with accumulators, B vectors and the broadcast in registers."""
     lanes = _lanes(e_vec, lanes_full)
     groups = e_vec // lanes if e_vec % lanes == 0 else 0
-    forced = os.environ.get("NEOCOMPILE_DEBUG_TILE")
-    if forced:
-        rt, nv = map(int, forced.split("x"))
-        return rt, nv, lanes
     best, best_score = (1, 1), -1.0
     for nv in range(1, 5):
         if (groups == 0 and nv > 1) or (groups and groups % nv):
