@@ -61,26 +61,21 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
     if roles is None:
         return None
     a_index, b_index, vec, row, kind, swap = roles
-    if swap is not None:
-        extents0 = [int(iv.dom.extent) for iv in block.iter_vars]
-        depth = 1
-        for iv in block.iter_vars:
-            if int(iv.iter_type) == REDUCE:
-                depth *= int(iv.dom.extent)
-        lanes0 = max(1, vector_bits // DataType(block.writes[0].source.dtype).bits)
-        # Short reductions (a 1x1 conv from few channels) spend their time writing the tile out: with the
-        # vector along the output row those writes are whole vectors (e.g. 16->96 at 112x112: 2.9 -> 2.5 ms).
-        if depth <= 32 and extents0[swap[0]] % lanes0 == 0:
-            vec, row = swap
-            kind = "conv2d-spatial"
     loops = sch.get_loops(anchor)
     ivars = [iv.var for iv in block.iter_vars]
     if len(loops) != len(ivars) or not _one_to_one(sch, anchor, loops):
         return None
-    dtype = block.writes[0].source.dtype
-    bits = DataType(dtype).bits
-    lanes_full = max(1, vector_bits // bits)
+    lanes_full = max(1, vector_bits // DataType(block.writes[0].source.dtype).bits)
     extents = [int(iv.dom.extent) for iv in block.iter_vars]
+    depth = 1
+    for iv in block.iter_vars:
+        if int(iv.iter_type) == REDUCE:
+            depth *= int(iv.dom.extent)
+    # Short reductions (a 1x1 conv from few channels) spend their time writing the tile out: with the vector
+    # along the output row those writes are whole vectors (e.g. 16->96 at 112x112: 2.9 -> 2.5 ms).
+    if swap is not None and depth <= 32 and extents[swap[0]] % lanes_full == 0:
+        vec, row = swap
+        kind = "conv2d-spatial"
     e_vec = extents[vec]
     e_row = extents[row] if row is not None else 1
     rt, nv, lanes = _tile_sizes(e_vec, e_row, lanes_full, registers)
@@ -88,9 +83,9 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
 
     # Epilogue: collapse the anchor's elementwise consumer chain into one final block.
     final = _collapse_epilogue(sch, anchor)
-    # B packed into [.., n/T, ..., T] when it is a compile-time constant and the tile divides it.
     # Reduction loops, longest innermost: a conv runs (ry, rx, rc), so LLVM does not unroll the short kernel
     # window under the tile and share broadcasts across it (that spilled the accumulators of a 3x3 conv).
+    # B is packed into [n/T, ..., T] in that order when it is a compile-time constant and the tile divides it.
     reduce = sorted((i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE), key=lambda i: extents[i])
     if kind == "conv2d-spatial":  # B broadcast along the tile's rows: pack rt output channels innermost
         packed = _pack_weight(sch, anchor, b_index, ivars[row], rt, [ivars[i] for i in reduce])
