@@ -12,6 +12,15 @@ from .fallback import schedule_fallback
 from .templates import schedule_anchor
 
 
+#: The attribute a scheduled PrimFunc carries (templates, dlight, fallback or a tuning record); TVM's own
+#: passes use ``tirx.is_scheduled``, which counts as well.
+SCHEDULED = "tir.is_scheduled"
+
+
+def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
+    return func.attrs is not None and any(k in func.attrs and bool(func.attrs[k]) for k in (SCHEDULED, "tirx.is_scheduled"))
+
+
 @dataclasses.dataclass(frozen=True)
 class CpuInfo:
     """What the kernels are shaped by: the target's vector width and vector register count (targets/*.json)."""
@@ -62,13 +71,13 @@ def schedule_module(mod: tvm.IRModule, target: tvm.target.Target, info: CpuInfo,
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         name = gv.name_hint
-        if func.attrs is not None and "tir.is_scheduled" in func.attrs and bool(func.attrs["tir.is_scheduled"]):
+        if is_scheduled(func):
             report.kernels.setdefault(name, "tuned")
             continue
         how, scheduled = _schedule_one(func, target, info, rules)
         report.kernels[name] = how
         if scheduled is not None:
-            updates[gv] = scheduled.with_attr("tir.is_scheduled", True)
+            updates[gv] = scheduled.with_attr(SCHEDULED, True)
     for gv, func in updates.items():
         mod[gv] = func
     return mod

@@ -14,10 +14,8 @@ from typing import Any
 import tvm
 import tvm_ffi
 
+from ..cpu.pipeline import SCHEDULED, is_scheduled
 from .cache import Entry, TuningCache
-
-#: The attribute the CPU pipeline reads to leave a kernel as it is (and report it as "tuned").
-SCHEDULED = "tir.is_scheduled"
 
 
 def target_key(target: Any) -> str:
@@ -54,7 +52,7 @@ def apply_records(mod: tvm.IRModule, target: Any, cache: TuningCache, applied: l
         return mod
     updates = {}
     for gv, func in mod.functions.items():
-        if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+        if not isinstance(func, tvm.tirx.PrimFunc) or is_scheduled(func):
             continue
         work, digest = workload(func)
         if digest not in available:
@@ -117,9 +115,6 @@ def check_entry(entry: Entry) -> str | None:
         return f"target {entry.target!r} is not a TVM target ({_last_line(exc)})"
     return None
 
-
-def _is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
-    return func.attrs is not None and any(k in func.attrs and bool(func.attrs[k]) for k in (SCHEDULED, "tirx.is_scheduled"))
 
 
 def _plain(value: Any) -> Any:

@@ -169,10 +169,10 @@ class _Watch:
 
 
 def _all_workloads(mod: tvm.IRModule) -> Iterator[tuple[str, str, tvm.IRModule]]:
-    from .apply import _is_scheduled
+    from ..cpu.pipeline import is_scheduled
 
     for gv, func in mod.functions.items():
-        if isinstance(func, tvm.tirx.PrimFunc) and not _is_scheduled(func):
+        if isinstance(func, tvm.tirx.PrimFunc) and not is_scheduled(func):
             work, digest = workload(func)
             yield gv.name_hint, digest, work
 
