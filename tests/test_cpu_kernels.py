@@ -69,6 +69,11 @@ CASES = {
     "grouped_conv": (lambda: Conv(24, 36, 3, groups=4), (1, 24, 9, 9), {"depthwise"}),
     "depthwise": (lambda: Conv(32, 32, 3, groups=32), (2, 32, 15, 13), {"depthwise"}),
     "depthwise_stride2": (lambda: Conv(24, 24, 3, stride=2, groups=24), (1, 24, 14, 14), {"depthwise"}),
+    # odd padded width: the de-interleaved copy keeps a padded phase and iterates the input order
+    "depthwise_stride2_odd": (lambda: Conv(16, 16, 3, stride=2, groups=16), (2, 16, 15, 17), {"depthwise"}),
+    "depthwise_5x5": (lambda: Conv(8, 8, 5, groups=8), (1, 8, 11, 9), {"depthwise"}),
+    # two outputs per input channel: not plane by plane (each input plane feeds two output planes)
+    "depthwise_multiplier2": (lambda: Conv(8, 16, 3, groups=8), (1, 8, 10, 10), {"depthwise"}),
     "dense_gemv": (lambda: Linear(100, 37), (1, 100), {"matmul"}),
     "dense_batch": (lambda: Linear(64, 80, act=None), (8, 64), {"matmul"}),
     "ffn_3d": (lambda: Linear(48, 200), (2, 17, 48), {"matmul"}),
