@@ -18,8 +18,8 @@ KNOWN = {
     "android-platform": "Android API level 21-29 (recorded; Android is not a registry target yet).",
     "verify": "true/false: run the compiled model next to the source framework when possible (default true).",
     "cpu-kernels": "true/false: schedule CPU kernels with neocompile's templates (default true); false leaves TVM's default lowering.",
-    "verify-rtol": "Relative tolerance of the verification (default 1e-3).",
-    "verify-atol": "Absolute tolerance of the verification (default 1e-4).",
+    "verify-rtol": "Relative tolerance of the verification (default 1e-3; float16/bfloat16/quantized models: 16 units of their arithmetic).",
+    "verify-atol": "Absolute tolerance of the verification (default 1e-4; float16/bfloat16/quantized models: 1 unit of their arithmetic).",
     "tuning": "{\"trials\": N[, \"max-trials-per-task\": M][, \"rpc\": {\"server\": \"host:port\"}]}: tune the CPU "
               "kernels with MetaSchedule, here or on the device through its TVM RPC server (records are cached and reused "
               "by later jobs); false: do not use the tuning cache either.",

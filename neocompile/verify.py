@@ -13,6 +13,22 @@ DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-4
 SEED = 20261126
 
+#: One unit of the arithmetic a narrower-than-float32 model computes in: the float's machine epsilon, or one step of
+#: an 8-bit grid over the output's range for quantized graphs (onnxruntime itself moves those by a few steps between
+#: its optimization levels, as it fuses QuantizeLinear/DequantizeLinear pairs into integer kernels).
+PRECISION_UNITS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "int8": 2.0**-8}
+
+
+def default_tolerance(precision: str) -> tuple[float, float, str]:
+    """``(rtol, atol, why)`` for a model computing in ``precision`` when CompilerOptions set no tolerance.
+
+    float32 (and anything unknown): 1e-3 / 1e-4. Narrower arithmetic: rtol 16 units (rounding that accumulates
+    through the layers and differs in order between the two runtimes), atol 1 unit (outputs near zero)."""
+    unit = PRECISION_UNITS.get(precision)
+    if unit is None:
+        return DEFAULT_RTOL, DEFAULT_ATOL, "default for float32"
+    return 16 * unit, unit, f"default for {precision} arithmetic (rtol 16 units, atol 1 unit of {unit:g})"
+
 
 def random_inputs(specs: Sequence[TensorSpec], seed: int = SEED) -> list[np.ndarray]:
     """Seeded inputs: standard normal for floats, small non-negative integers for ints, 0/1 for bools."""
@@ -65,8 +81,12 @@ def verify(
     mode: str,
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
+    tolerance_source: str = "",
 ) -> dict[str, Any]:
-    """Run both sides, return the report; raise VerificationError when outside tolerance."""
+    """Run both sides, return the report; raise VerificationError when outside tolerance.
+
+    ``tolerance_source`` says where rtol/atol came from (CompilerOptions or the model's precision); it goes into
+    the report and the error."""
     arrays = random_inputs(inputs)
     start = time.perf_counter()
     expected = reference(arrays)
@@ -78,6 +98,7 @@ def verify(
         "seed": SEED,
         "rtol": rtol,
         "atol": atol,
+        **({"tolerance": tolerance_source} if tolerance_source else {}),
         "outputs": rows,
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -85,7 +106,8 @@ def verify(
         worst = ", ".join(f"{r['name']}: max abs {r['max_abs_error']:.3g}, max rel {r['max_rel_error']:.3g}" for r in rows if not r["within_tolerance"])
         err = VerificationError(
             f"Verification failed: the compiled model differs from the source framework beyond tolerance "
-            f"(max|diff| <= atol {atol} + rtol {rtol} * max|expected|) on seeded random inputs: {worst}"
+            f"(max|diff| <= atol {atol} + rtol {rtol} * max|expected|"
+            f"{'; ' + tolerance_source if tolerance_source else ''}) on seeded random inputs: {worst}"
         )
         err.report = report  # type: ignore[attr-defined]
         raise err

@@ -3,7 +3,7 @@ import pytest
 
 from neocompile.datainput import TensorSpec
 from neocompile.errors import VerificationError
-from neocompile.verify import random_inputs, verify
+from neocompile.verify import default_tolerance, random_inputs, verify
 
 SPECS = [TensorSpec("x", "float32", (2, 3)), TensorSpec("ids", "int64", (4,))]
 
@@ -30,3 +30,26 @@ def test_shape_or_count_mismatch_is_explained():
         verify(lambda xs: [xs[0].T], lambda xs: [xs[0]], SPECS, ["y"], "native")
     with pytest.raises(VerificationError, match="returned 2 outputs, the source framework 1"):
         verify(lambda xs: [xs[0], xs[0]], lambda xs: [xs[0]], SPECS, ["y"], "native")
+
+
+def test_default_tolerance_follows_the_precision_the_model_computes_in():
+    assert default_tolerance("float32")[:2] == (1e-3, 1e-4)
+    assert default_tolerance("float16")[:2] == (16 * 2.0**-10, 2.0**-10)
+    assert default_tolerance("bfloat16")[:2] == (16 * 2.0**-7, 2.0**-7)
+    rtol, atol, why = default_tolerance("int8")
+    assert (rtol, atol) == (16 * 2.0**-8, 2.0**-8) and why.startswith("default for int8 arithmetic")
+
+
+def test_compiler_options_override_the_derived_tolerance_and_the_report_says_so():
+    from neocompile.pipeline import _tolerance
+
+    assert _tolerance({}, "float16") == {"rtol": 16 * 2.0**-10, "atol": 2.0**-10,
+                                         "tolerance_source": default_tolerance("float16")[2]}
+    both = _tolerance({"verify-rtol": 0.1, "verify-atol": 0.2}, "int8")
+    assert both == {"rtol": 0.1, "atol": 0.2, "tolerance_source": "CompilerOptions verify-rtol and verify-atol"}
+    one = _tolerance({"verify-atol": 0.5}, "float16")
+    assert (one["rtol"], one["atol"]) == (16 * 2.0**-10, 0.5)
+    assert one["tolerance_source"] == "CompilerOptions verify-atol; otherwise the " + default_tolerance("float16")[2]
+    with pytest.raises(VerificationError, match=r"atol 0.0 \+ rtol 0.0 \* max\|expected\|; CompilerOptions verify-rtol\)"):
+        verify(lambda xs: [xs[0] + 1], lambda xs: [xs[0]], SPECS, ["y"], "native", rtol=0.0, atol=0.0,
+               tolerance_source="CompilerOptions verify-rtol")

@@ -26,6 +26,9 @@ class LoadedModel:
     route: str = ""
     #: Shapes as given by the user (or derived), for DerivedDataInputConfig.
     data_input_config: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    #: The narrowest arithmetic the model computes in ("float32", "float16", "bfloat16", "int8" for quantized
+    #: graphs): picks the default verification tolerance (verify.default_tolerance).
+    precision: str = "float32"
 
 
 class Loader:

@@ -27,22 +27,56 @@ def _declared_inputs(model: Any) -> list[TensorSpec]:
     return specs
 
 
+#: How ONNX models get into Relax; named in the manifest and in every conversion error.
+ROUTE = "onnx -> tvm.relax.frontend.onnx.from_onnx (with neocompile.loaders.onnx_ops converters)"
+
+#: Operators that mark a quantized graph (onnxruntime.quantization writes them; QLinear* too); such a model verifies
+#: as "int8".
+_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QGemm"}
+_FLOAT_PRECISIONS = {10: "float16", 16: "bfloat16"}  # ONNX TensorProto elem types narrower than float32
+
+
+def _walk(graph: Any):
+    """Every node of ``graph`` and of its subgraphs (If/Loop bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _walk(sub)
+
+
+def _domain(node: Any) -> str:
+    return "" if node.domain in ("", "ai.onnx") else node.domain
+
+
 def _unsupported_ops(model: Any) -> set[str]:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known = set(_get_convert_map())
+    from .onnx_ops import converters
 
-    def walk(graph):
-        for node in graph.node:
-            if node.domain not in ("", "ai.onnx"):
-                yield f"{node.domain}.{node.op_type}"  # contrib ops (com.microsoft, ai.onnx.ml, ...)
-            elif node.op_type not in known:
-                yield node.op_type
-            for attr in node.attribute:
-                if attr.g and attr.g.node:
-                    yield from walk(attr.g)
+    known = {("", op) for op in _get_convert_map()} | {("", "If")} | set(converters())
+    # TVM ignores domains; a contrib op (com.microsoft, ai.onnx.ml, ...) is known only when neocompile converts it.
+    return {f"{d}.{n.op_type}" if d else n.op_type for n in _walk(model.graph) if (d := _domain(n), n.op_type) not in known}
 
-    return set(walk(model.graph))
+
+def model_precision(model: Any) -> str:
+    """The narrowest arithmetic the model computes in: "int8" (quantized), "bfloat16", "float16" or "float32".
+
+    Looks at operators, initializers, declared value types and Cast targets, so an fp16 graph with fp32 inputs and
+    outputs (onnxconverter_common's keep_io_types) counts as float16."""
+    nodes = list(_walk(model.graph))
+    if any(n.op_type in _QUANTIZED_OPS or n.op_type.startswith("QLinear") for n in nodes):
+        return "int8"
+    graph = model.graph
+    types = {t.data_type for t in graph.initializer}
+    types |= {v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
+    types |= {a.i for n in nodes if n.op_type == "Cast" for a in n.attribute if a.name == "to"}
+    types |= {a.t.data_type for n in nodes if n.op_type in ("Constant", "ConstantOfShape") for a in n.attribute
+              if a.HasField("t")}
+    for elem_type in (16, 10):  # the coarser first
+        if elem_type in types:
+            return _FLOAT_PRECISIONS[elem_type]
+    return "float32"
 
 
 def onnx_reference(model_bytes: bytes, names: Sequence[str]):
@@ -59,21 +93,74 @@ def onnx_reference(model_bytes: bytes, names: Sequence[str]):
     return run
 
 
-def import_onnx(model: Any, shapes: dict[str, tuple[int, ...]], framework: str = "ONNX") -> Any:
-    """Run TVM's Relax ONNX frontend, turning its failures into Neo-style errors."""
-    from tvm.relax.frontend.onnx import from_onnx
+class OperatorConversionError(Exception):
+    """One ONNX node failed to convert; names the operator, the node and whose converter ran."""
 
+    def __init__(self, op_type: str, node: str, converter: str, cause: BaseException):
+        self.op_type, self.node, self.converter, self.cause = op_type, node, converter, cause
+        where = f"node '{node}'" if node else "an unnamed node"
+        super().__init__(f"operator {op_type} ({where}, {converter}) failed: {type(cause).__name__}: {cause}".strip())
+
+
+def _importer_class() -> type:
+    """TVM's ``ONNXGraphImporter`` with neocompile's converters (``onnx_ops``) taking precedence over TVM's.
+
+    The frontend's extension point is its per-node ``_convert_operator``; overriding it (rather than patching the
+    module's ``_get_convert_map``) keeps TVM untouched for everyone else in the process."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+    from .onnx_ops import converters
+
+    ours = {op: cls for (_, op), cls in converters().items()}
+
+    class Importer(ONNXGraphImporter):
+        def _check_for_unsupported_ops(self, graph: Any) -> None:
+            pass  # import_onnx has checked every node, subgraphs and domains included
+
+        def _convert_operator(self, op_name: str, inputs: Any, attrs: dict, opset: int) -> Any:
+            node = attrs.get("tvm_custom", {}).get("name", "")
+            mine = ours.get(op_name)
+            converter = f"neocompile converter {mine.__module__.rsplit('.', 1)[-1]}.{mine.__name__}" if mine else "TVM's converter"
+            try:
+                if mine is None:
+                    return super()._convert_operator(op_name, inputs, attrs, opset)
+                result = mine.get_converter(opset)(self.bb, inputs, attrs, [self._nodes, self._params])
+                return self.bb.normalize(result) if isinstance(result, relax.Expr) else result
+            except OperatorConversionError:
+                raise
+            except Exception as exc:  # the frontend raises anything from KeyError to TVMError
+                raise OperatorConversionError(op_name, node, f"{converter}, opset {opset}", exc) from exc
+
+    return Importer
+
+
+def _opset(model: Any) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+
+
+def import_onnx(model: Any, shapes: dict[str, tuple[int, ...]], framework: str = "ONNX") -> Any:
+    """Convert an ONNX model to Relax (TVM's frontend plus ``onnx_ops``), turning failures into Neo-style errors that
+    name the operator, the node and the route tried."""
     missing = _unsupported_ops(model)
     if missing:
         raise InputConfigurationError(
             f"TVM cannot convert {framework} model. Please make sure the framework you selected is correct. "
-            f"The following operators are not implemented: {{{', '.join(sorted(missing))}}}"
+            f"The following operators are not implemented: {{{', '.join(sorted(missing))}}} (route tried: {ROUTE})"
         )
+    if model.ir_version < 3:
+        raise InputConfigurationError(f"TVM cannot convert {framework} model: ONNX IR version {model.ir_version} is "
+                                      "not supported; expected 3 (ONNX 1.1) or newer")
     dtypes = {spec.name: spec.dtype for spec in _declared_inputs(model)}
+    importer = _importer_class()({k: list(v) for k, v in shapes.items()}, dtypes, keep_params_in_input=False)
     try:
-        return from_onnx(model, {k: list(v) for k, v in shapes.items()}, dtype_dict=dtypes, keep_params_in_input=False)
-    except Exception as exc:  # the frontend raises anything from KeyError to TVMError
-        raise InputConfigurationError(f"TVM cannot convert {framework} model. {type(exc).__name__}: {exc}".strip()) from exc
+        return importer.from_onnx(model.graph, _opset(model))
+    except OperatorConversionError as exc:
+        raise InputConfigurationError(f"TVM cannot convert {framework} model: {exc} (route tried: {ROUTE})") from exc
+    except Exception as exc:  # outside any one operator: graph inputs, outputs, initializers
+        raise InputConfigurationError(
+            f"TVM cannot convert {framework} model: {type(exc).__name__}: {exc} (route tried: {ROUTE})".strip()
+        ) from exc
 
 
 class OnnxLoader(Loader):
@@ -100,7 +187,8 @@ class OnnxLoader(Loader):
             outputs=outputs,
             reference=onnx_reference(model.SerializeToString(), [s.name for s in inputs]),
             framework=self.name,
-            framework_version=f"onnx {onnx.__version__}, opset {max((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), default=0)}",
-            route="onnx -> tvm.relax.frontend.onnx.from_onnx",
+            framework_version=f"onnx {onnx.__version__}, opset {_opset(model)}",
+            route=ROUTE,
+            precision=model_precision(model),
             data_input_config={k: list(v) for k, v in shapes.items()},
         )
