@@ -1,7 +1,7 @@
 """`make bench`: compile a fixed model set with neocompile and time it against onnxruntime and torch, in one run.
 
     python bench/bench.py [--quick] [--models resnet50,mlp] [--batches 1,8] [--tune-trials N]
-                          [--skip-memory] [--skip-arm] [--budget S] [--reuse] [--render]
+                          [--skip-memory | --memory-only] [--skip-arm] [--budget S] [--reuse] [--render]
 
 The models (bench/models.py, plain torch with seeded weights, exported to ONNX opset 17 and packed as Neo's
 model.tar.gz) are ResNet-50, MobileNetV2, a BERT-base-sized encoder and an MLP, each at batch 1 and 8 as separate
@@ -257,6 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds of timed runs per runtime and measurement (env BENCH_BUDGET_S; default 10, --quick 1.5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
     p.add_argument("--skip-memory", action="store_true", help="skip the VGG-19 / ResNet-50 compile-memory test")
+    p.add_argument("--memory-only", action="store_true",
+                   help="run only the VGG-19 / ResNet-50 compile-memory test and merge it into bench/results.json")
     p.add_argument("--skip-arm", action="store_true", help="skip the ARM (NEON, qemu) part")
     p.add_argument("--arm-model", help="model of the ARM part (default mobilenet_v2; --quick: mlp)")
     p.add_argument("--arm-runs", type=int, default=3, help="emulated runs per ARM package (default 3)")
@@ -293,6 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     facts = machine_facts()
     target = native_target()
+    if args.memory_only:
+        memory_only(args, facts, target, started)
+        return
     cores = facts["usable_cores"]
     threads = [1] if cores == 1 else [1, cores]
     variants = variant_options(args.tune_trials)
@@ -345,6 +350,23 @@ def main(argv: list[str] | None = None) -> None:
         log(f"goal {goal['goal']}: {goal['value']} -> {goal['verdict']}")
     log(f"wrote {RESULTS.relative_to(ROOT)}, the README table" + (f" and {chart.relative_to(ROOT)}" if chart else "")
         + f" in {results['bench_seconds'] / 60:.1f} min")
+
+
+def memory_only(args, facts: dict[str, Any], target: str, started: float) -> None:
+    """The compile-memory test alone (VGG-19, ResNet-50, default options), merged into the existing results."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {
+        "machine": facts, "target": target, "config": {}, "variants": {}, "compiles": [], "latency": []}
+    with tempfile.TemporaryDirectory(prefix="bench-requests-") as tmp_name:
+        memory = memory_test(["vgg19", "resnet50"], {}, target, args.reuse, Path(tmp_name))
+    results["memory"] = memory
+    results["memory_measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+    results["goals"] = report.goals(results)
+    RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    render(results)
+    for goal in results["goals"]:
+        if "memory" in goal["goal"]:
+            log(f"goal {goal['goal']}: {goal['value']} -> {goal['verdict']}")
+    log(f"merged the compile-memory test into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ class CompiledLibrary:
     needs: list[str]  # what the package still needs on the device, in plain words
     kernels: dict[str, str] = dataclasses.field(default_factory=dict)  # PrimFunc -> how it was scheduled
     tuning: Any = None  # the job's tuning.session.TuningSession (CPU kernels), None otherwise
+    params: Path | None = None  # the weights file beside the library (params.params_path), None: weights embedded
+    weights: dict[str, Any] = dataclasses.field(default_factory=dict)  # compiled.meta Model.Weights
 
     def tuning_summary(self, options: dict[str, Any]) -> dict[str, Any]:
         """``Compilation.Tuning`` for the manifest."""
@@ -29,13 +31,15 @@ class CompiledLibrary:
 
 def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path: Path,
                     note: Callable[[str], None] | None = None, deadline: float | None = None) -> CompiledLibrary:
-    """``tvm.compile`` the module for ``target`` and export one shared library at ``out_path``.
+    """``tvm.compile`` the module for ``target`` and export one shared library at ``out_path``, its weights in
+    ``compiled.params`` beside it for CPU targets (see :mod:`.params`; accelerator targets keep them embedded).
 
     For CPU kernels, tuning records from the cache are applied, and with ``options["tuning"]`` MetaSchedule first
     tunes the kernels until its trials or the time before ``deadline`` (monotonic clock) run out; ``note`` gets
     its progress lines."""
     import tvm
 
+    from . import params
     from .device import toolchain
 
     target_dict = target.target_dict(options)
@@ -56,8 +60,13 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         pipeline = relax_pipeline(CpuInfo.from_target(target), report, apply_records=session.apply)
     elif options.get("tuning") and note is not None:
         note("not tuned: tuning applies to CPU kernels (no accelerator, cpu-kernels true)")
+    # Weights leave the library for CPU targets: the CPU pipeline lifts them after packing them (params.lift_params
+    # in cpu.pipeline); TVM's default pipeline folds no constants, so lifting first is the same. An accelerator's
+    # weights would have to be placed on its device by the caller: they stay embedded.
     try:
-        with tvm_target:
+        with tvm_target, params.lifting(enabled=target.accelerator is None) as lifted:
+            if pipeline == "default":
+                mod = params.lift_params(mod)
             executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
@@ -67,10 +76,16 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         raise
     except Exception as exc:
         raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
+    del executable
+    weights = params.LiftedParams() if lifted is None else lifted
+    try:
+        params_file = weights.save(params.params_path(out_path))
+    except Exception as exc:
+        raise CompilationError(f"Writing the model's weights for {target.name} failed: {_first_line(exc)}") from exc
     device_code, needs = _device_code(target, out_path)
     kernels = dict(sorted(report.kernels.items())) if report is not None else {}
     return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs, kernels=kernels,
-                           tuning=session)
+                           tuning=session, params=params_file, weights=weights.manifest(params_file))
 
 
 def check_cpu(target: Target, options: dict[str, Any]) -> None:

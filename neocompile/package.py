@@ -63,7 +63,9 @@ def add_runtime(folder: Path, runtime_dir: Path | None, driver: Path | None) -> 
 
 
 def make_tarball(folder: Path, out_path: Path) -> Path:
-    """A reproducible tar.gz of ``folder`` (sorted members, zeroed owners and times)."""
+    """A reproducible tar.gz of ``folder`` (sorted members, zeroed owners and times), streamed file by file.
+
+    gzip level 1: weights are near-random floats (level 6 saves 0.3% of compiled.params in twice the time)."""
 
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -71,7 +73,7 @@ def make_tarball(folder: Path, out_path: Path) -> Path:
         info.mtime = 0
         return info
 
-    with open(out_path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=6) as gz:
+    with open(out_path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=1) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for path in sorted(folder.rglob("*")):
                 tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False, filter=normalise)

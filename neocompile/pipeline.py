@@ -19,7 +19,7 @@ from .digest import blake2b_file
 from .errors import JobTimeout, ValidationError
 from .loaders import get_loader
 from .targets import Target, get_target, resolve_platform
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, skipped, verify
+from .verify import default_tolerance, skipped, verify
 
 STAGES = ("fetch", "extract", "load", "compile", "verify", "package", "upload")
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -229,6 +229,7 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
         compiled = compile_library(loaded.mod, target, p.options, staging / package.LIBRARY,
                                    note=lambda text: stage.progress(StageEvent("compile", "note", detail=text)),
                                    deadline=stage.deadline)
+        loaded.mod = None  # the source weights: the library and compiled.params hold what runs
         s.detail = f"{target.name}: {compiled.target}"
     with stage("verify") as s:
         bundled, runtime_note = _bundle_runtime(target, staging, lambda text: stage.progress(StageEvent("verify", "note", detail=text)))
@@ -280,7 +281,7 @@ def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, An
 
     target = p.target
     names = [o.name for o in loaded.outputs]
-    tol = {"rtol": p.options.get("verify-rtol", DEFAULT_RTOL), "atol": p.options.get("verify-atol", DEFAULT_ATOL)}
+    tol = _tolerance(p.options, loaded.precision)
     if not p.options.get("verify", True):
         return skipped("disabled by CompilerOptions verify=false")
     if loaded.reference is None:
@@ -306,6 +307,15 @@ def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, An
         if spec is not None and (spec.shape is None or not all(isinstance(d, int) for d in spec.shape)):
             loaded.outputs[i] = dataclasses.replace(spec, shape=tuple(row["shape"]))
     return report
+
+
+def _tolerance(options: dict[str, Any], precision: str) -> dict[str, Any]:
+    """rtol/atol from CompilerOptions where given, the rest derived from the model's precision; and where they came from."""
+    rtol, atol, why = default_tolerance(precision)
+    given = [k for k in ("verify-rtol", "verify-atol") if k in options]
+    if given:
+        why = f"CompilerOptions {' and '.join(given)}" + (f"; otherwise the {why}" if len(given) < 2 else "")
+    return {"rtol": options.get("verify-rtol", rtol), "atol": options.get("verify-atol", atol), "tolerance_source": why}
 
 
 def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str], runtime_note: str,
@@ -359,6 +369,9 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
         "Model": {
             "Inputs": [s.to_meta() for s in loaded.inputs],
             "Outputs": [s.to_meta() for s in loaded.outputs],
+            # Where the weights are: "external" in compiled.params (passed after the inputs, by name "main:<i>"),
+            # or "embedded" in compiled.so (accelerator targets, packages of older versions).
+            "Weights": compiled.weights or {"Storage": "embedded", "File": None, "Parameters": {}, "Bytes": 0},
         },
         "Runtime": {"Bundled": bundled, "Note": runtime_note or None},
         "Verification": {k: report[k] for k in ("status", "mode", "reason") if k in report},

@@ -219,9 +219,14 @@ class Model:
         import tvm
         from tvm import relax
 
+        from . import params
+
         self._lib = tvm.runtime.load_module(str(path / LIBRARY))
         self._dev = tvm.cpu(dev_id)
         self._vm = relax.VirtualMachine(self._lib, self._dev)
+        # The weights (compiled.params), loaded once and passed after the inputs of every run; none for a package
+        # whose library embeds them.
+        self._params = params.load(path / LIBRARY, self.meta.get("Model", {}).get("Weights"))
 
     def _local(self, path: str | Path) -> Path:
         """A local path for ``path``: s3:// objects are downloaded (into this model's temporary folder)."""
@@ -285,7 +290,7 @@ class Model:
             threads = None if self._threads_from == "cores" else self.num_threads  # neo_run's default is the same
             return run_library(self.path / LIBRARY, self.emulated_target, arrays, package_dir=self.path,
                                num_threads=threads)
-        args = [tvm.runtime.tensor(a, self._dev) for a in arrays]
+        args = [tvm.runtime.tensor(a, self._dev) for a in arrays] + self._params
         return _flatten(_pool(self.num_threads).submit(self._vm["main"], *args).result())
 
     def _order(self, inputs: Any) -> list[np.ndarray]:
@@ -326,11 +331,14 @@ def _flatten(out: Any) -> list[np.ndarray]:
 
 def run_library(lib_path: Path, arrays: Sequence[np.ndarray], num_threads: int | None = None) -> list[np.ndarray]:
     """Run a bare compiled library in this process (host-native targets only), with ``num_threads`` threads (by
-    default as :class:`Model` picks them)."""
+    default as :class:`Model` picks them); its weights file beside it (``params.params_path``), if any, is passed
+    after the inputs."""
     import tvm
     from tvm import relax
 
+    from . import params
+
     lib = tvm.runtime.load_module(str(lib_path))
     vm = relax.VirtualMachine(lib, tvm.cpu())
-    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays] + params.load(lib_path)
     return _flatten(_pool(thread_count(num_threads)[0]).submit(vm["main"], *args).result())

@@ -475,6 +475,7 @@ def load_model(loader: Any, root: Path, shapes: dict[str, tuple] | None, options
         mod=mod, inputs=inputs, outputs=outputs, reference=reference, framework=value["framework"],
         framework_version=value["framework_version"], route=value["route"],
         data_input_config={k: list(v) for k, v in value["data_input_config"].items()},
+        precision=value["precision"],
     )
     return loaded, detail
 
@@ -492,47 +493,51 @@ def _load(args: dict[str, Any], out: Output) -> dict[str, Any]:
     shapes = None if args["shapes"] is None else {k: tuple(v) for k, v in args["shapes"].items()}
     loaded = loader.load(model_file, shapes, args["options"])
     params = _save_module(loaded.mod, out)
+    loaded.mod = None  # its weights are on disk now: the reference run below gets their memory
     reference = _record_reference(loaded, out) if args["reference"] and loaded.reference is not None else None
     return {
         "model_file": model_file.as_posix(), "params": params, "reference": reference,
         "inputs": [dataclasses.asdict(s) for s in loaded.inputs], "outputs": [dataclasses.asdict(s) for s in loaded.outputs],
         "framework": loaded.framework, "framework_version": loaded.framework_version, "route": loaded.route,
-        "data_input_config": loaded.data_input_config,
+        "data_input_config": loaded.data_input_config, "precision": loaded.precision,
     }
 
 
 def _save_module(mod: Any, out: Output) -> list[list[Any]]:
     """Write ``mod`` as JSON with each Relax function's tensor constants lifted into trailing parameters, saved as
-    ``p<function>.<i>.npy``: JSON with constants inline is ~10x slower for a ResNet-50."""
+    ``p<function>.<i>.npy``: JSON with constants inline is ~10x slower for a ResNet-50. Each constant is written
+    as it is met, straight from the tensor's memory (a DLPack view, no copy)."""
+    import numpy as np
     import tvm
     from tvm import relax
 
     @relax.expr_functor.mutator
     class Lift(relax.PyExprMutator):
-        def __init__(self, module: Any):
+        def __init__(self, module: Any, index: int):
             super().__init__(module)
             self.vars: list[Any] = []
-            self.arrays: list[Any] = []
+            self.index = index
 
         def visit_generic_const_(self, op: Any) -> Any:
             if not isinstance(op.value, tvm.runtime.Tensor):
                 return op
             var = relax.Var(f"neocompile_const_{len(self.vars)}", op.ty)
+            try:
+                array = np.from_dlpack(op.value)
+            except (TypeError, BufferError, RuntimeError):  # a dtype numpy's DLPack import lacks (bfloat16, ...)
+                array = op.value.numpy()
+            out.save_array(f"p{self.index}.{len(self.vars)}.npy", array)
             self.vars.append(var)
-            self.arrays.append(op.value.numpy())
             return var
 
     lifted, params = tvm.IRModule(attrs=mod.attrs), []
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            lift = Lift(mod)
+            lift = Lift(mod, len(params))
             body = lift.visit_expr(func).body
             if lift.vars:
                 func = relax.Function(list(func.params) + lift.vars, body, func.ret_ty, func.is_pure, func.attrs, func.span)
-                index = len(params)
-                for i, array in enumerate(lift.arrays):
-                    out.save_array(f"p{index}.{i}.npy", array)
-                params.append([gv.name_hint, len(lift.arrays)])
+                params.append([gv.name_hint, len(lift.vars)])
         lifted[gv] = func
     with out.open("module.json") as f:
         f.write(tvm.ir.save_json(lifted).encode())

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import tvm
 from tvm import relax, s_tir
 
+from ..params import lift_params
 from .constfold import fold_constants_numpy, fold_weight_prepack
 from .fallback import schedule_fallback
 from .templates import schedule_anchor
@@ -150,6 +151,7 @@ def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[
             relax.transform.DeadCodeElimination(),
         ])(mod)
         report.rename({gv.name_hint for gv in mod.get_global_vars()})
+        mod = lift_params(mod)  # packed weights become parameters, written to compiled.params (neocompile.params)
         return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
 
     return _pipeline

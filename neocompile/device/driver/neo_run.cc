@@ -10,6 +10,11 @@
 // and described in <io-dir>/outputs.txt in the same format (with the bare file name); <io-dir>/timing.txt
 // gets "load_s", "run_s" and "threads" lines. stdout carries nothing but --load-only's one line.
 //
+// Weights: when <model>.params sits beside the model (compiled.so -> compiled.params; TVM's param-dict format with
+// the names "main:0", "main:1", ...), it is loaded once and its tensors are passed to `main` after the inputs. A
+// model without one embeds its weights (older packages). When compiled.meta beside the model says the weights are
+// external ("Storage": "external") but the file is missing or unreadable, the run fails naming the file.
+//
 // Threads: --threads N, else $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every CPU this process may
 // run on (its affinity mask, so taskset and cgroup cpusets count), free to run on any CPU of the mask. TVM's own
 // default would be half of the machine's CPUs on x86, pinned one per core whatever the mask.
@@ -171,15 +176,20 @@ std::vector<int> ParseVersion(const std::string& text) {
   return parts;
 }
 
-// The package's "MinGlibc": "GLIBC_x.y" (compiled.meta beside the model), or "" when absent.
-std::string RequiredGlibc(const std::string& lib_path) {
+// The text of compiled.meta beside the model, or "" when there is none.
+std::string MetaText(const std::string& lib_path) {
   size_t slash = lib_path.find_last_of('/');
   std::string meta = (slash == std::string::npos ? std::string(".") : lib_path.substr(0, slash)) + "/compiled.meta";
   std::ifstream in(meta);
   if (!in) return "";
   std::stringstream buf;
   buf << in.rdbuf();
-  std::string text = buf.str();
+  return buf.str();
+}
+
+// The package's "MinGlibc": "GLIBC_x.y" (compiled.meta beside the model), or "" when absent.
+std::string RequiredGlibc(const std::string& lib_path) {
+  std::string text = MetaText(lib_path);
   size_t key = text.find("\"MinGlibc\"");
   if (key == std::string::npos) return "";
   size_t start = text.find("GLIBC_", key);
@@ -245,6 +255,56 @@ int ConfigureThreads(int n, const std::vector<unsigned>& cpus) {
   return ffi::Function::GetGlobalRequired("runtime.NumThreads")().cast<int>();
 }
 
+// <model>.params: the model's path with its extension replaced (compiled.so -> compiled.params).
+std::string ParamsPath(const std::string& lib_path) {
+  size_t slash = lib_path.find_last_of('/');
+  size_t dot = lib_path.find_last_of('.');
+  bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash + 1);
+  return (has_ext ? lib_path.substr(0, dot) : lib_path) + ".params";
+}
+
+// Whether compiled.meta beside the model says the weights live in a file of their own.
+bool WeightsDeclaredExternal(const std::string& lib_path) {
+  std::string text = MetaText(lib_path);
+  size_t key = text.find("\"Storage\"");
+  if (key == std::string::npos) return false;
+  size_t value = text.find_first_not_of(" \t\n:", key + 9);
+  return value != std::string::npos && text.compare(value, 10, "\"external\"") == 0;
+}
+
+// The weights of `function`, in parameter order, from the params file beside the model (none without one).
+std::vector<ffi::Tensor> LoadWeights(const std::string& lib_path, const std::string& function) {
+  std::string path = ParamsPath(lib_path);
+  std::string name = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+  if (!std::ifstream(path)) {
+    if (WeightsDeclaredExternal(lib_path)) {
+      Fail(name + ": the package's weights file is missing (compiled.meta Model.Weights says they are stored in " +
+           name + " beside the model); unpack the whole package");
+    }
+    return {};
+  }
+  ffi::Map<ffi::String, ffi::Tensor> table;
+  try {
+    table = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
+                .cast<ffi::Map<ffi::String, ffi::Tensor>>();
+  } catch (const ffi::Error& e) {
+    Fail(name + ": not a readable weights file (" + std::string(e.message()) +
+         "); the package is damaged: compile the model again or unpack the package anew");
+  }
+  std::string prefix = function + ":";
+  size_t declared = 0;
+  for (const auto& kv : table) {
+    if (std::string(kv.first).rfind(prefix, 0) == 0) ++declared;
+  }
+  std::vector<ffi::Tensor> weights;
+  for (size_t i = 0; i < declared; ++i) {
+    auto it = table.find(prefix + std::to_string(i));
+    if (it == table.end()) Fail(name + ": the weights file lacks " + prefix + std::to_string(i) + "; the package is damaged");
+    weights.push_back((*it).second);
+  }
+  return weights;
+}
+
 ffi::Function LoadMain(const std::string& lib_path) {
   ffi::Module exec = ffi::Module::LoadFromFile(lib_path);
   ffi::Optional<ffi::Function> load_exec = exec->GetFunction("vm_load_executable");
@@ -267,6 +327,7 @@ int Run(const std::string& lib_path, const std::string& dir, int threads_flag) {
   threads = ConfigureThreads(threads, cpus);
   if (dir.empty()) {  // --load-only: proves the package loads on this OS without running the model's code
     LoadMain(lib_path);
+    LoadWeights(lib_path, "main");
     std::cout << "neo_run: " << lib_path << " loaded\n";
     return 0;
   }
@@ -277,9 +338,11 @@ int Run(const std::string& lib_path, const std::string& dir, int threads_flag) {
 
   auto t0 = std::chrono::steady_clock::now();
   ffi::Function main_fn = LoadMain(lib_path);
+  std::vector<ffi::Tensor> weights = LoadWeights(lib_path, "main");
   auto t1 = std::chrono::steady_clock::now();
 
   std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
+  args.insert(args.end(), weights.begin(), weights.end());
   ffi::Any ret;
   main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &ret);
   auto t2 = std::chrono::steady_clock::now();
