@@ -61,6 +61,8 @@ CASES = {
     "conv3x3_odd_channels": (lambda: Conv(5, 13, 3), (1, 5, 9, 11), {"conv2d"}),
     "conv3x3_residual": (lambda: Conv(24, 24, 3, residual=True), (2, 24, 10, 7), {"conv2d"}),
     "conv1x1": (lambda: Conv(40, 48, 1), (1, 40, 7, 7), {"conv2d"}),
+    # >= 32 input channels: the padded input copy is stored channels-last
+    "conv3x3_channels_last": (lambda: Conv(40, 24, 3), (2, 40, 9, 7), {"conv2d"}),
     "conv1x1_few_channels_spatial": (lambda: Conv(6, 20, 1, residual=False), (2, 6, 3, 16), {"conv2d-spatial"}),
     "conv3x3_few_channels_spatial": (lambda: Conv(3, 10, 3), (1, 3, 5, 24), {"conv2d-spatial"}),
     "conv7x7_stride2": (lambda: Conv(3, 16, 7, stride=2), (1, 3, 29, 29), {"conv2d"}),

