@@ -33,6 +33,8 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
                     note: Callable[[str], None] | None = None, deadline: float | None = None) -> CompiledLibrary:
     """``tvm.compile`` the module for ``target`` and export one shared library at ``out_path``, its weights in
     ``compiled.params`` beside it for CPU targets (see :mod:`.params`; accelerator targets keep them embedded).
+    A caller that passes its only reference to ``mod`` (``compile_library(take(), ...)``) lets its weights go as
+    the CPU pipeline folds and packs them.
 
     For CPU kernels, tuning records from the cache are applied, and with ``options["tuning"]`` MetaSchedule first
     tunes the kernels until its trials or the time before ``deadline`` (monotonic clock) run out; ``note`` gets
@@ -50,23 +52,30 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         raise CompilationError(f"OutputConfig: TVM rejects the target {target_dict} for {target.name}: {exc}") from exc
     report = session = None
     pipeline: Any = "default"
+    steps: list[Callable[[Any], Any]] = []
     if target.accelerator is None and options.get("cpu-kernels", True):
-        from .cpu import CpuInfo, KernelReport, relax_pipeline
+        from .cpu import CpuInfo, KernelReport, lower_passes, weight_steps
         from .tuning.session import TuningSession
 
         report = KernelReport()
         session = TuningSession(target, options, note, deadline)
         session.tune(mod, tvm_target)
-        pipeline = relax_pipeline(CpuInfo.from_target(target), report, apply_records=session.apply)
+        steps = weight_steps(CpuInfo.from_target(target), report, apply_records=session.apply)
+        pipeline = lower_passes(tvm_target)
     elif options.get("tuning") and note is not None:
         note("not tuned: tuning applies to CPU kernels (no accelerator, cpu-kernels true)")
-    # Weights leave the library for CPU targets: the CPU pipeline lifts them after packing them (params.lift_params
-    # in cpu.pipeline); TVM's default pipeline folds no constants, so lifting first is the same. An accelerator's
-    # weights would have to be placed on its device by the caller: they stay embedded.
+    # Weights leave the library for CPU targets: the CPU pipeline lifts them after packing them (params.lift_params,
+    # the last weight step); TVM's default pipeline folds no constants, so lifting first is the same. An
+    # accelerator's weights would have to be placed on its device by the caller: they stay embedded.
+    # The weight steps run here, each on the module the step before made, so that once a caller has handed the
+    # module over (nothing else refers to it) the weights before a step are let go after it: tvm.compile would
+    # hold its input, the source weights, to the end.
     try:
         with tvm_target, params.lifting(enabled=target.accelerator is None) as lifted:
             if pipeline == "default":
                 mod = params.lift_params(mod)
+            for step in steps:
+                mod = step(mod)
             executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc

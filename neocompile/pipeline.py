@@ -226,10 +226,11 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
     staging = work / "package"
     staging.mkdir()
     with stage("compile") as s:
-        compiled = compile_library(loaded.mod, target, p.options, staging / package.LIBRARY,
+        # Handed over, not shared: compile_library lets the source weights go as it packs them (the library and
+        # compiled.params hold what runs).
+        compiled = compile_library(_take_module(loaded), target, p.options, staging / package.LIBRARY,
                                    note=lambda text: stage.progress(StageEvent("compile", "note", detail=text)),
                                    deadline=stage.deadline)
-        loaded.mod = None  # the source weights: the library and compiled.params hold what runs
         s.detail = f"{target.name}: {compiled.target}"
     with stage("verify") as s:
         bundled, runtime_note = _bundle_runtime(target, staging, lambda text: stage.progress(StageEvent("verify", "note", detail=text)))
@@ -272,6 +273,13 @@ def _bundle_runtime(target: Target, staging: Path, note: Callable[[str], None]) 
     runtime_dir = tvm_runtime.runtime_libraries(target.arch)
     driver = runner.build_driver(target)
     return package.add_runtime(staging, runtime_dir, driver), ""
+
+
+def _take_module(loaded) -> Any:
+    """``loaded.mod``, no longer referred to by ``loaded``: passed straight as an argument, the callee holds the only
+    reference."""
+    mod, loaded.mod = loaded.mod, None
+    return mod
 
 
 def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, Any]:

@@ -12,8 +12,10 @@ and ``cpu.vector_registers``), in this order:
 - ``fallback``: parallel outer loops and vectorized inner loops for everything else (pooling, elementwise,
   layout ops), never the naive serial nest.
 
-``pipeline.relax_pipeline`` is what ``compiler.compile_library`` hands to ``tvm.compile``.
+``compiler.compile_library`` runs ``pipeline.weight_steps`` itself (each step's input let go after it, so weights
+are not held once per step) and hands ``pipeline.lower_passes`` to ``tvm.compile``; ``pipeline.relax_pipeline``
+is the same as one pass.
 """
-from .pipeline import CpuInfo, KernelReport, relax_pipeline, schedule_module
+from .pipeline import CpuInfo, KernelReport, lower_passes, relax_pipeline, schedule_module, weight_steps
 
-__all__ = ["CpuInfo", "KernelReport", "relax_pipeline", "schedule_module"]
+__all__ = ["CpuInfo", "KernelReport", "lower_passes", "relax_pipeline", "schedule_module", "weight_steps"]

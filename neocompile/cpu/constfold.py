@@ -39,7 +39,7 @@ class _Folder(relax.PyExprMutator):
             value = _fold(name, call, args)
         except Exception:  # noqa: BLE001 - anything unexpected is left to FoldConstant
             return call
-        return call if value is None else relax.const(value)
+        return call if value is None else relax.const(_tensor(value))
 
     def _resolve(self, arg):
         """A variable bound to a constant (a folded call) stands for that constant."""
@@ -50,21 +50,48 @@ class _Folder(relax.PyExprMutator):
         return arg
 
 
+def _array(tensor) -> np.ndarray:
+    """A numpy view of a TVM tensor's memory (no copy), or a copy for a dtype numpy's DLPack import lacks."""
+    try:
+        return np.from_dlpack(tensor)
+    except (TypeError, BufferError, RuntimeError):
+        return tensor.numpy()
+
+
+def _tensor(value: np.ndarray):
+    """A new TVM tensor holding ``value`` (a lazy result such as a transposed view is computed straight into it):
+    the one copy a folded constant needs."""
+    try:
+        out = tvm.runtime.empty(value.shape, str(value.dtype))
+        np.copyto(_array_out(out), value, casting="no")
+        return out
+    except (TypeError, BufferError, RuntimeError):
+        return tvm.runtime.tensor(np.ascontiguousarray(value))
+
+
+def _array_out(tensor) -> np.ndarray:
+    view = np.from_dlpack(tensor)
+    if not view.flags.writeable:
+        raise BufferError("read-only view")
+    return view
+
+
 def _fold(name: str, call, args: list) -> np.ndarray | None:
-    data = args[0].value.numpy()
+    """The folded value: possibly a view of the constant (reshape, transpose), copied once by the caller."""
+    data = _array(args[0].value)
     if name == "relax.reshape":
         shape = getattr(args[1], "values", None)
         return None if shape is None else data.reshape([int(d) for d in shape])
     if name == "relax.permute_dims":
         axes = call.attrs.axes
-        return np.ascontiguousarray(np.transpose(data, None if axes is None else [int(a) for a in axes]))
+        return np.transpose(data, None if axes is None else [int(a) for a in axes])
     if name == "relax.isnan" and data.dtype.kind == "f":
         return np.isnan(data)
     if name == "relax.where" and len(args) == 3 and all(_is_const(a) for a in args[1:]) and data.dtype == bool:
-        a, b = args[1].value.numpy(), args[2].value.numpy()
+        a, b = _array(args[1].value), _array(args[2].value)
         return np.where(data, a, b).astype(a.dtype) if a.dtype == b.dtype else None
     if name in _BINARY and len(args) == 2 and _is_const(args[1]):
-        other = args[1].value.numpy()
+        other = _array(args[1].value)
         if data.dtype != other.dtype or data.dtype.kind != "f":
             return None
         return _BINARY[name](data, other).astype(data.dtype)
@@ -112,8 +139,9 @@ def _copy_block(func) -> Any:
     return sch.get(blocks[0])
 
 
-def evaluate_layout_copy(func, src: np.ndarray) -> np.ndarray | None:
-    """``dst`` for a PrimFunc whose one block writes ``dst[f(v)] = src[v]`` over all of ``src``; None otherwise."""
+def evaluate_layout_copy(func, src: np.ndarray, out: Callable[[list[int]], np.ndarray] | None = None) -> np.ndarray | None:
+    """``dst`` for a PrimFunc whose one block writes ``dst[f(v)] = src[v]`` over all of ``src``; None otherwise.
+    ``out(shape)`` gives the array to write ``dst`` into (default: a new numpy array)."""
     block = _copy_block(func)
     if block is None:
         return None
@@ -135,7 +163,7 @@ def evaluate_layout_copy(func, src: np.ndarray) -> np.ndarray | None:
     dst_shape = [int(s) for s in store.buffer.shape] if hasattr(store, "buffer") else None
     if dst_shape is None or int(np.prod(dst_shape)) != src.size:
         return None
-    dst = np.empty(dst_shape, dtype=src.dtype)
+    dst = np.empty(dst_shape, dtype=src.dtype) if out is None else out(dst_shape)
     dst[index] = src
     return dst
 
@@ -154,11 +182,18 @@ class _PrepackFolder(relax.PyExprMutator):
         fields = list(getattr(args, "fields", []))
         if not gv.name_hint.endswith("_weight_prepack") or len(fields) != 1 or not _is_const(fields[0]):
             return call
+        src = fields[0].value
+        packed: list = []
+
+        def out(shape: list[int]) -> np.ndarray:  # the packed weight is written straight into its TVM tensor
+            packed.append(tvm.runtime.empty(shape, str(src.dtype)))
+            return _array_out(packed[-1])
+
         try:
-            value = evaluate_layout_copy(self.mod_[gv], fields[0].value.numpy())
+            value = evaluate_layout_copy(self.mod_[gv], _array(src), out)
         except Exception:  # noqa: BLE001 - FoldConstant still folds it
             return call
-        return call if value is None else relax.const(value)
+        return call if value is None else relax.const(packed[0] if packed else _tensor(value))
 
 
 @tvm.transform.module_pass(opt_level=0, name="neocompile.FoldWeightPrepack")

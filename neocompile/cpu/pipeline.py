@@ -85,6 +85,17 @@ def schedule_module(mod: tvm.IRModule, target: tvm.target.Target, info: CpuInfo,
 
 
 def _schedule_one(func, target, info: CpuInfo, rules) -> tuple[str, Any]:
+    how, sch = schedule_primfunc(func, target, info, rules)
+    return how, (sch.mod["main"] if sch is not None else None)
+
+
+def schedule_primfunc(func: tvm.tirx.PrimFunc, target: tvm.target.Target, info: CpuInfo, rules: list | None = None):
+    """(how, schedule) for one PrimFunc as the pipeline schedules it (template, else dlight, else fallback), or
+    ("unscheduled", None). The schedule's trace replays on the function: tuning starts from it."""
+    if rules is None:
+        from tvm.s_tir.dlight import cpu as dlight_cpu
+
+        rules = [dlight_cpu.GEMV(), dlight_cpu.Reduction()]
     for attempt in (_template, _dlight, _fallback):
         try:
             how, sch = attempt(func, target, info, rules)
@@ -92,7 +103,7 @@ def _schedule_one(func, target, info: CpuInfo, rules) -> tuple[str, Any]:
             how, sch = None, None
             del exc
         if sch is not None:
-            return how, sch.mod["main"]
+            return how, sch
     return "unscheduled", None
 
 
@@ -120,38 +131,61 @@ def _fallback(func, target, info: CpuInfo, rules):
 def prepare(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """The module right before scheduling: legalized, fused, constant weights marked layout-free. Tuning
     (neocompile.tuning) takes its kernels from here, so that its records match what this pipeline schedules."""
+    return _legalize(fold_constants_numpy(mod), target)
+
+
+def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
     # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
-    mod = relax.transform.FastMathTransform()(fold_constants_numpy(mod))
+    mod = relax.transform.FastMathTransform()(mod)
     mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
     return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
 
 
-def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None):
-    """The Relax pipeline for ``tvm.compile``: the CPU backend's own passes with scheduling in between.
+def weight_steps(info: CpuInfo, report: KernelReport,
+                 apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None) -> list[Callable[[tvm.IRModule], tvm.IRModule]]:
+    """The CPU pipeline up to its packed weights lifted into parameters, one step (module -> module) at a time, to be
+    run under the target: ``for step in steps: mod = step(mod)``. A caller that owns the module lets each step's
+    input go when the next begins, so a weight is held at most twice (before and after its folding or packing)
+    rather than once per step; ``tvm.compile`` would hold its input to the end. ``lower_passes`` does the rest.
 
     ``apply_records`` (tuning) may replace PrimFuncs by tuned ones, marked ``tir.is_scheduled``, before the
     templates run on the rest."""
+
+    def legalize(mod: tvm.IRModule) -> tvm.IRModule:  # prepare(), after its numpy folding
+        return _legalize(mod, tvm.target.Target.current())
+
+    def schedule(mod: tvm.IRModule) -> tvm.IRModule:
+        if apply_records is not None:
+            mod = apply_records(mod)
+        return schedule_module(mod, tvm.target.Target.current(), info, report)
+
+    def lift(mod: tvm.IRModule) -> tvm.IRModule:
+        report.rename({gv.name_hint for gv in mod.get_global_vars()})
+        return lift_params(mod)  # packed weights become parameters, written to compiled.params (neocompile.params)
+
+    # Constant weights read through a layout-rewrite block are packed here, once, at compile time.
+    return [fold_constants_numpy, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), fold_weight_prepack,
+            relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(), lift]
+
+
+def lower_passes(target: tvm.target.Target) -> tvm.transform.Pass:
+    """The rest of the CPU pipeline after :func:`weight_steps`: the CPU backend's dataflow lowering and finalizing."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+
+
+def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None):
+    """The Relax pipeline for ``tvm.compile``: the CPU backend's own passes with scheduling in between
+    (:func:`weight_steps`, then :func:`lower_passes`, as one pass)."""
 
     @tvm.transform.module_pass(opt_level=0, name="neocompile.cpu")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        target = tvm.target.Target.current()
-        mod = prepare(mod, target)
-        if apply_records is not None:
-            mod = apply_records(mod)
-        mod = schedule_module(mod, target, info, report)
-        # Constant weights read through a layout-rewrite block are packed here, once, at compile time.
-        mod = tvm.transform.Sequential([
-            relax.transform.SplitLayoutRewritePreproc(),
-            fold_weight_prepack,
-            relax.transform.FoldConstant(),
-            relax.transform.DeadCodeElimination(),
-        ])(mod)
-        report.rename({gv.name_hint for gv in mod.get_global_vars()})
-        mod = lift_params(mod)  # packed weights become parameters, written to compiled.params (neocompile.params)
-        return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
+        for step in weight_steps(info, report, apply_records):
+            mod = step(mod)
+        return lower_passes(tvm.target.Target.current())(mod)
 
     return _pipeline

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..datainput import TensorSpec, check_against_model
 from ..errors import InputConfigurationError
+from . import onnx_file
 from .base import LoadedModel, Loader, outputs_from_relax
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
@@ -79,15 +80,17 @@ def model_precision(model: Any) -> str:
     return "float32"
 
 
-def onnx_reference(model_bytes: bytes, names: Sequence[str]):
-    """A callable running the model with onnxruntime (single thread, deterministic)."""
+def onnx_reference(model: bytes | str | Path, names: Sequence[str]):
+    """A callable running the model (its bytes, or better its file: onnxruntime then reads it itself, and nobody
+    holds a serialized copy meanwhile) with onnxruntime (single thread, deterministic)."""
+    source = str(model) if isinstance(model, Path) else model
 
     def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
-        sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         return sess.run(None, dict(zip(names, arrays)))
 
     return run
@@ -102,8 +105,9 @@ class OperatorConversionError(Exception):
         super().__init__(f"operator {op_type} ({where}, {converter}) failed: {type(cause).__name__}: {cause}".strip())
 
 
-def _importer_class() -> type:
-    """TVM's ``ONNXGraphImporter`` with neocompile's converters (``onnx_ops``) taking precedence over TVM's.
+def _importer_class(weights: "onnx_file.Weights | None" = None) -> type:
+    """TVM's ``ONNXGraphImporter`` with neocompile's converters (``onnx_ops``) taking precedence over TVM's, and the
+    main graph's initializers that ``weights`` holds read from the file into their tensors (``onnx_file``).
 
     The frontend's extension point is its per-node ``_convert_operator``; overriding it (rather than patching the
     module's ``_get_convert_map``) keeps TVM untouched for everyone else in the process."""
@@ -117,6 +121,15 @@ def _importer_class() -> type:
     class Importer(ONNXGraphImporter):
         def _check_for_unsupported_ops(self, graph: Any) -> None:
             pass  # import_onnx has checked every node, subgraphs and domains included
+
+        def _parse_graph_initializers(self, graph: Any) -> None:
+            if weights is None or self._keep_params_in_input:
+                return super()._parse_graph_initializers(graph)
+            for index, init_tensor in enumerate(graph.initializer):  # TVM's loop, constants only
+                if not init_tensor.name.strip():
+                    raise ValueError("Tensor's name is required.")
+                array = weights.tensor(index, init_tensor) if index in weights else self._parse_array(init_tensor)
+                self._nodes[init_tensor.name] = relax.const(array)
 
         def _convert_operator(self, op_name: str, inputs: Any, attrs: dict, opset: int) -> Any:
             node = attrs.get("tvm_custom", {}).get("name", "")
@@ -139,9 +152,11 @@ def _opset(model: Any) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
 
 
-def import_onnx(model: Any, shapes: dict[str, tuple[int, ...]], framework: str = "ONNX") -> Any:
+def import_onnx(model: Any, shapes: dict[str, tuple[int, ...]], framework: str = "ONNX",
+                weights: "onnx_file.Weights | None" = None) -> Any:
     """Convert an ONNX model to Relax (TVM's frontend plus ``onnx_ops``), turning failures into Neo-style errors that
-    name the operator, the node and the route tried."""
+    name the operator, the node and the route tried. ``weights``: the initializers ``onnx_file.load`` left in the
+    file."""
     missing = _unsupported_ops(model)
     if missing:
         raise InputConfigurationError(
@@ -152,7 +167,7 @@ def import_onnx(model: Any, shapes: dict[str, tuple[int, ...]], framework: str =
         raise InputConfigurationError(f"TVM cannot convert {framework} model: ONNX IR version {model.ir_version} is "
                                       "not supported; expected 3 (ONNX 1.1) or newer")
     dtypes = {spec.name: spec.dtype for spec in _declared_inputs(model)}
-    importer = _importer_class()({k: list(v) for k, v in shapes.items()}, dtypes, keep_params_in_input=False)
+    importer = _importer_class(weights)({k: list(v) for k, v in shapes.items()}, dtypes, keep_params_in_input=False)
     try:
         return importer.from_onnx(model.graph, _opset(model))
     except OperatorConversionError as exc:
@@ -173,19 +188,23 @@ class OnnxLoader(Loader):
         import onnx
 
         try:
-            model = onnx.load(str(path))
+            model, weights = onnx_file.load(path)  # large weights stay in the file until their tensor is made
         except Exception as exc:
             raise InputConfigurationError(f"Unable to load ONNX model {path.name}: {type(exc).__name__}: {exc}") from exc
-        declared = _declared_inputs(model)
-        shapes = check_against_model(shapes, declared, self.name, self.layout, self.example)
-        mod = import_onnx(model, shapes)
+        try:
+            declared = _declared_inputs(model)
+            shapes = check_against_model(shapes, declared, self.name, self.layout, self.example)
+            mod = import_onnx(model, shapes, weights=weights)
+        finally:
+            if weights is not None:
+                weights.close()
         inputs = [TensorSpec(s.name, s.dtype, shapes[s.name]) for s in declared]
         outputs = outputs_from_relax(mod, [o.name for o in model.graph.output])
         return LoadedModel(
             mod=mod,
             inputs=inputs,
             outputs=outputs,
-            reference=onnx_reference(model.SerializeToString(), [s.name for s in inputs]),
+            reference=onnx_reference(Path(path), [s.name for s in inputs]),
             framework=self.name,
             framework_version=f"onnx {onnx.__version__}, opset {_opset(model)}",
             route=ROUTE,

@@ -59,3 +59,50 @@ def test_contrib_domain_operators_are_named_with_their_domain(tmp_path):
                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     with pytest.raises(InputConfigurationError, match=r"not implemented: \{com.microsoft.FastGelu\}"):
         get_loader("ONNX").load(_save(tmp_path, model), None, {})
+
+
+def _mixed_weights_model():
+    """MatMuls with a float32 and a float16 weight large enough to stay in the file, and a small float_data bias."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 32)).astype(np.float32)  # 8 KiB of raw_data: left in the file while importing
+    w16 = rng.standard_normal((32, 64)).astype(np.float16)  # 4 KiB float16
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["h2"]),
+             helper.make_node("Cast", ["w16"], ["w32"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["h2", "w32"], ["y"])]
+    inits = [onnx.numpy_helper.from_array(w, "w"), helper.make_tensor("b", TensorProto.FLOAT, [32], np.arange(32.0)),
+             onnx.numpy_helper.from_array(w16, "w16")]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_large_initializers_are_read_from_the_file_into_the_same_constants(tmp_path):
+    from neocompile.loaders import onnx_file
+
+    path = _save(tmp_path, _mixed_weights_model())
+    model, weights = onnx_file.load(path)
+    assert sorted(weights.spans) == [0, 2]  # w and w16; the small bias stays in the proto
+    assert model.graph.initializer[0].raw_data == b"" and list(model.graph.initializer[1].float_data)
+    full = onnx.load(str(path))
+    for i in weights.spans:
+        got = np.from_dlpack(weights.tensor(i, model.graph.initializer[i]))
+        want = onnx.numpy_helper.to_array(full.graph.initializer[i])
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    weights.close()
+    loaded = get_loader("ONNX").load(path, {"x": (2, 64)}, {})
+    x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.compile(loaded.mod, "llvm"), tvm.cpu())
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), loaded.reference([x])[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_truncated_file_is_reported_as_onnx_reports_it(tmp_path):
+    path = _save(tmp_path, _mixed_weights_model())
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(Exception) as want:
+        onnx.load(str(path))
+    with pytest.raises(InputConfigurationError, match="Unable to load ONNX model m.onnx") as got:
+        get_loader("ONNX").load(path, None, {})
+    assert str(want.value) in str(got.value)
