@@ -1,7 +1,8 @@
 """`make bench`: compile a fixed model set with neocompile and time it against onnxruntime and torch, in one run.
 
     python bench/bench.py [--quick] [--models resnet50,mlp] [--batches 1,8] [--tune-trials N]
-                          [--skip-memory | --memory-only] [--skip-arm] [--budget S] [--reuse] [--render]
+                          [--skip-memory | --memory-only] [--skip-arm] [--budget S] [--compile-only] [--reuse]
+                          [--render]
 
 The models (bench/models.py, plain torch with seeded weights, exported to ONNX opset 17 and packed as Neo's
 model.tar.gz) are ResNet-50, MobileNetV2, a BERT-base-sized encoder and an MLP, each at batch 1 and 8 as separate
@@ -262,6 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-arm", action="store_true", help="skip the ARM (NEON, qemu) part")
     p.add_argument("--arm-model", help="model of the ARM part (default mobilenet_v2; --quick: mlp)")
     p.add_argument("--arm-runs", type=int, default=3, help="emulated runs per ARM package (default 3)")
+    p.add_argument("--compile-only", action="store_true",
+                   help="compile the packages (tuning included) and stop; a later run with --reuse measures them")
     p.add_argument("--reuse", action="store_true",
                    help="reuse packages (and their compile figures) from an earlier run with the same request")
     p.add_argument("--render", action="store_true",
@@ -328,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                             v["options"], args.reuse, tmp)
                         log(_compile_line(job))
         results["compiles"] = list(compiles.values())
+        if args.compile_only:
+            log(f"compiled {len(compiles)} package(s) in {(time.time() - started) / 60:.1f} min; measure them with --reuse")
+            return
         latency = []
         for model in args.models:
             for batch in args.batches:

@@ -44,6 +44,14 @@ def _compile(tmp: Path, classes: int, seed: int, target: str = "ml_c4", **option
     return result, notes
 
 
+def _search_only(mp) -> None:
+    """No template baselines: whether a 4-trial search beats a template depends on timing, and the tests of the
+    cache's flow need records that replace the templates (test_tuning_keeps_templates_nothing_beat covers them)."""
+    from neocompile.tuning import tune as tune_mod
+
+    mp.setattr(tune_mod, "_template_baselines", lambda *a, **k: {})
+
+
 def _shared(kernels: dict) -> list[str]:
     return [name for name in kernels if name.startswith(SHARED)]
 
@@ -54,6 +62,7 @@ def tuned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tuned")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NEOCOMPILE_TUNING_CACHE", str(tmp / "cache"))
+        _search_only(mp)
         result, notes = _compile(tmp, 10, seed=0, tuning={"trials": 8, "max-trials-per-task": 4})
     return result, notes, tmp / "cache"
 
@@ -71,6 +80,27 @@ def test_tuning_runs_in_the_job_reports_progress_and_fills_the_cache(tuned):
     entries = list(TuningCache(str(cache_dir)).entries())
     assert {e.task.rstrip("0123456789") for e in entries} >= {SHARED}
     assert all(e.records and e.records == sorted(e.records, key=lambda r: r["latency_us"]) for e in entries)
+
+
+def test_tuning_keeps_templates_nothing_beat(tmp_path, monkeypatch):
+    """Each kernel's template is timed first and filed with the search's records: the best record is never slower
+    than the template, and a kernel whose best is its template keeps the template schedule."""
+    monkeypatch.setenv("NEOCOMPILE_TUNING_CACHE", str(tmp_path / "cache"))
+    result, notes = _compile(tmp_path, 10, seed=0, tuning={"trials": 4, "max-trials-per-task": 2})
+    assert sum("the time to beat" in n for n in notes) == 2, notes
+    tuning = result.meta["Compilation"]["Tuning"]
+    kernels = result.meta["Compilation"]["Kernels"]
+    entries = list(TuningCache(str(tmp_path / "cache")).entries())
+    assert len(entries) == 2
+    for entry in entries:
+        templates = [r for r in entry.records if r["source"] == "template"]
+        assert len(templates) == 1, entry.records
+        assert entry.records[0]["latency_us"] <= templates[0]["latency_us"]
+    kept, applied = set(tuning["TemplatesKept"]), set(tuning["RecordsApplied"])
+    assert kept | applied == set(kernels) and not kept & applied, tuning
+    assert all(kernels[k].startswith("template: ") for k in kept), kernels
+    assert all(kernels[k] == "tuned" for k in applied), kernels
+    assert result.verification["status"] == "passed"
 
 
 def test_another_model_with_the_same_kernel_reuses_the_record_without_tuning(tuned, tmp_path, monkeypatch):
@@ -256,6 +286,7 @@ def test_tuning_over_rpc_times_candidates_on_the_server(rpc_server, tmp_path, mo
     from neocompile.targets import get_target
 
     monkeypatch.setenv("NEOCOMPILE_TUNING_CACHE", str(tmp_path / "cache"))
+    _search_only(monkeypatch)
     opts = options.parse({"tuning": {"trials": 4, "rpc": {"server": rpc_server, "cores": 2}}})
     notes = []
     compiled = compile_library(_relax(_mlp(10, 0)), get_target("ml_c4"), opts, tmp_path / "m.so", note=notes.append)

@@ -40,7 +40,7 @@ class Applied:
     kernel: str
     workload_hash: str
     latency_us: float
-    source: str  # "tuned" here, "imported", ...
+    source: str  # "tuned" here, "imported", ...; "template": tuning kept the template (not replaced)
 
 
 def apply_records(mod: tvm.IRModule, target: Any, cache: TuningCache, applied: list[Applied] | None = None) -> tvm.IRModule:
@@ -58,6 +58,10 @@ def apply_records(mod: tvm.IRModule, target: Any, cache: TuningCache, applied: l
         if digest not in available:
             continue
         entry = cache.get(digest, key)
+        if entry is not None and entry.records and entry.records[0].get("source") == "template":
+            if applied is not None:  # tuning measured nothing faster than the template: the pipeline schedules it
+                applied.append(Applied(gv.name_hint, digest, float(entry.records[0]["latency_us"]), "template"))
+            continue
         scheduled = best_schedule(entry, work) if entry is not None else None
         if scheduled is None:
             continue

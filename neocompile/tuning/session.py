@@ -127,10 +127,10 @@ class TuningSession:
 
     def summary(self, kernels: dict[str, str]) -> dict[str, Any]:
         """``Compilation.Tuning``: what was asked, what ran, and which kernels came from records (with their time)."""
-        applied = {}
+        applied, kept = {}, {}
         for a in self.applied:
             name = a.kernel if a.kernel in kernels or f"{a.kernel}_prepacked" not in kernels else f"{a.kernel}_prepacked"
-            applied[name] = {"LatencyUs": a.latency_us, "Source": a.source}
+            (kept if a.source == "template" else applied)[name] = {"LatencyUs": a.latency_us, "Source": a.source}
         r = self.result
         return {
             "Requested": self.request,
@@ -140,4 +140,6 @@ class TuningSession:
             "TasksTuned": r.tasks if r else 0,
             "Cache": self.cache.kind if self.cache is not None else None,
             "RecordsApplied": dict(sorted(applied.items())),
+            # Kernels whose tuning found nothing faster than the template: they keep it (time as measured then).
+            "TemplatesKept": {k: v["LatencyUs"] for k, v in sorted(kept.items())},
         }

@@ -98,6 +98,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, device: Any, trials: int,
             # A JSON database, because its files hold records as MetaSchedule itself serializes and reads them back
             # (TuningRecord.as_json in Python cannot serialize the IndexMap of a layout-rewrite step).
             database = ms.database.JSONDatabase(work_dir=work_dir)
+            baselines = _template_baselines(workloads, tune_target, device, builder, runner, progress)
+            watch.best = [baselines[n][0] if n in baselines else float("inf") for n in range(len(workloads))]
             try:
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(w) for *_, w in workloads], work_dir=work_dir,
@@ -110,11 +112,15 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, device: Any, trials: int,
             except Exception:
                 if not watch.out_of_time:
                     raise
+            # The templates' records go in last: the search does not replay them (MetaSchedule's evolutionary
+            # search aborts on a trace with layout rewrites), the best-record pick below compares them.
+            for n, (_, record) in baselines.items():
+                database.commit_tuning_record(record(database.commit_workload(workloads[n][2])))
         finally:
             builder.close()
             if runner is not None:
                 runner.pool.shutdown()  # its worker process; MetaSchedule leaves it to the garbage collector
-        entries = _entries(work_dir, workloads, watch.measured, key, cores)
+        entries = _entries(work_dir, workloads, watch.measured, key, cores, set(baselines))
     return TuneResult(entries, sum(watch.measured), len(workloads), skipped,
                       "deadline" if watch.out_of_time else "budget", round(time.monotonic() - started, 1))
 
@@ -208,9 +214,49 @@ def _call_counts(mod: tvm.IRModule) -> dict[str, int]:
     return counts
 
 
-def _entries(work_dir: str, workloads: list[Any], measured: list[int], key: str, cores: int) -> list[Entry]:
+def _template_baselines(workloads: list[Any], target: tvm.target.Target, device: Any, builder: Any, runner: Any,
+                        progress: Progress) -> dict[int, tuple[float, Callable[[Any], Any]]]:
+    """Time every kernel as the templates schedule it, as MetaSchedule times its candidates.
+
+    Filed as its task's last record, the template is what the search must beat: the best record is then never
+    slower than the untuned package (a short search rarely beats a hand-written template, and its best candidate
+    would otherwise replace it), and a kernel where nothing beats it keeps the template (``apply`` leaves a
+    "template" record to the pipeline). Returns {task index: (mean seconds, workload -> its TuningRecord)}; a
+    kernel whose template cannot be built or timed gets no baseline."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from ..cpu.pipeline import CpuInfo, schedule_primfunc
+
+    info = CpuInfo.from_target(device)
+    out: dict[int, float] = {}
+    for n, (name, _, work, _) in enumerate(workloads):
+        try:
+            with target:
+                how, sch = schedule_primfunc(work["main"], target, info)
+            if sch is None:
+                continue
+            (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+            if built.error_msg:
+                continue
+            args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+            (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
+            result = future.result()
+            if result.error_msg or not result.run_secs:
+                continue
+            secs = [float(x) for x in result.run_secs]
+            out[n] = (sum(secs) / len(secs), lambda wl, trace=sch.trace, run_secs=result.run_secs, info=args_info:
+                      ms.database.TuningRecord(trace, wl, run_secs, target, info))
+            progress(f"tuning task {n + 1}/{len(workloads)} {name}: template ({how}) {out[n][0] * 1e6:.2f} us, the time to beat")
+        except Exception:  # noqa: BLE001 - no baseline: the search alone decides this kernel
+            continue
+    return out
+
+
+def _entries(work_dir: str, workloads: list[Any], measured: list[int], key: str, cores: int,
+             baselines: set[int] = frozenset()) -> list[Entry]:
     """The best records per tuned workload, read from the JSON database's files: ``database_workload.json`` holds
-    one workload a line, ``database_tuning_record.json`` one ``[workload index, record]`` a line."""
+    one workload a line, ``database_tuning_record.json`` one ``[workload index, record]`` a line. The first record
+    of a task in ``baselines`` is its template's (filed last, after the search): source "template"."""
     import json
 
     import tvm_ffi
@@ -225,14 +271,15 @@ def _entries(work_dir: str, workloads: list[Any], measured: list[int], key: str,
             if n not in index.values() and tvm_ffi.structural_equal(mod, work):
                 index[i] = n
     rows: dict[int, list[dict[str, Any]]] = {}
-    for line in (Path(work_dir) / "database_tuning_record.json").read_text().splitlines():
-        if not line.strip():
-            continue
-        i, record = json.loads(line)
+    lines = [json.loads(line) for line in (Path(work_dir) / "database_tuning_record.json").read_text().splitlines()
+             if line.strip()]
+    last = {i: pos for pos, (i, _) in enumerate(lines)}
+    for pos, (i, record) in enumerate(lines):
         secs = [float(s) for s in (record[1] or [])]  # [trace, run_secs, target, args_info]
         if i in index and secs and all(s < 1e9 for s in secs):  # MetaSchedule files failed runs as 1e10 s
+            source = "template" if last[i] == pos and index[i] in baselines else "tuned"
             rows.setdefault(index[i], []).append({
-                "record": record, "latency_us": round(sum(secs) / len(secs) * 1e6, 4), "source": "tuned",
+                "record": record, "latency_us": round(sum(secs) / len(secs) * 1e6, 4), "source": source,
                 "date": now_iso(), "cores": cores})
     out = []
     for i, item in enumerate(stored):
