@@ -254,6 +254,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", help="comma list of batch sizes (default 1,8; --quick: 1)")
     p.add_argument("--tune-trials", type=int, default=int(env("BENCH_TUNE_TRIALS", "0")),
                    help="tuning budget of the neocompile-tuned variant in trials (env BENCH_TUNE_TRIALS; 0: not run)")
+    p.add_argument("--tune-batches", default="1",
+                   help="batch sizes that get a tuned package (default 1: the budget is spent per package)")
     p.add_argument("--budget", type=float, default=float(env("BENCH_BUDGET_S", "0") or 0),
                    help="seconds of timed runs per runtime and measurement (env BENCH_BUDGET_S; default 10, --quick 1.5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
@@ -270,6 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--render", action="store_true",
                    help="measure nothing: redraw the chart and the README section from bench/results.json")
     args = p.parse_args(argv)
+    args.tune_batches = [int(b) for b in str(args.tune_batches).split(",") if b.strip()]
     args.models = (args.models.split(",") if args.models else (["mlp", "mobilenet_v2"] if args.quick else models.LATENCY_MODELS))
     unknown = [m for m in args.models if m not in models.MODELS]
     if unknown:
@@ -314,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": facts, "target": target,
         "config": {"quick": args.quick, "models": args.models, "batches": args.batches, "threads": threads,
                    "budget_s": args.budget, "warmup": args.warmup, "tune_trials": args.tune_trials,
+                   "tune_batches": args.tune_batches,
                    "arm_model": None if args.skip_arm else args.arm_model, "arm_runs": args.arm_runs},
         "variants": variants,
     }
@@ -326,7 +330,9 @@ def main(argv: list[str] | None = None) -> None:
                 built[model, batch] = b = build(model, batch)
                 for variant, v in variants.items():
                     # TVM's own schedules are the "before" picture: batch 1 shows it; batch 8 would take an hour.
-                    if v["available"] and not (variant == "neocompile-tvm-default" and batch > 1):
+                    # Tuning costs its budget per package (the batch-8 kernels are other workloads): --tune-batches.
+                    if v["available"] and not (variant == "neocompile-tvm-default" and batch > 1) \
+                            and not (variant == "neocompile-tuned" and batch not in args.tune_batches):
                         compiles[model, batch, variant] = job = compile_one(b, model, batch, variant, target,
                                                                             v["options"], args.reuse, tmp)
                         log(_compile_line(job))
