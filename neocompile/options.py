@@ -8,7 +8,9 @@ from .errors import ValidationError
 
 #: Canonical option names; '_' and '-' are interchangeable and case is ignored (AWS mixes them).
 KNOWN = {
-    "dtype": "Input data type for PyTorch models: float32 (float) or int64 (long).",
+    "dtype": "Input data type(s) for PyTorch TorchScript models: one for every input, float32 (float) or int64 (long), "
+             "also float16, float64, int32, int8, uint8, bool; or one per input, a list in input order or "
+             "{\"input_name\": dtype} (inputs left out are float32).",
     "mcpu": "LLVM CPU name overriding the device default, e.g. cortex-a72.",
     "mattr": "LLVM CPU features, a list or comma string, e.g. ['+neon'].",
     "gpu-code": "CUDA arch of an NVIDIA accelerator, e.g. sm_53.",
@@ -30,7 +32,10 @@ TUNING_FIELDS = {"trials": True, "max-trials-per-task": False, "rpc": False}
 #: tuning.rpc: time candidates on the device itself, through its TVM RPC server or a tracker the servers registered with.
 RPC_FIELDS = ("server", "tracker", "key", "cores")
 
-DTYPES = {"float32": "float32", "float": "float32", "int64": "int64", "long": "int64"}
+#: CompilerOptions dtype values (Neo's: float32/float, int64/long; and the other tensor types torch models take).
+DTYPES = {"float32": "float32", "float": "float32", "int64": "int64", "long": "int64", "float16": "float16",
+          "half": "float16", "float64": "float64", "double": "float64", "int32": "int32", "int": "int32",
+          "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool"}
 MAX_LENGTH = 1024
 
 
@@ -60,9 +65,7 @@ def parse(text: Any) -> dict[str, Any]:
 
 def _check(canon: str, key: str, val: Any) -> Any:
     if canon == "dtype":
-        if str(val).lower() not in DTYPES:
-            raise ValidationError(f"OutputConfig.CompilerOptions.{key}: '{val}' is not valid; expected one of {', '.join(DTYPES)}")
-        return DTYPES[str(val).lower()]
+        return _check_dtype(key, val)
     if canon == "mattr":
         items = val.split(",") if isinstance(val, str) else val
         if not isinstance(items, (list, tuple)) or not all(isinstance(a, str) and a.strip()[:1] in "+-" for a in items):
@@ -92,6 +95,27 @@ def _check(canon: str, key: str, val: Any) -> Any:
             raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; expected a non-negative number")
         return float(val)
     return val
+
+
+def _check_dtype(key: str, val: Any) -> Any:
+    """One dtype for every input, a list (input order) or a dict (input name -> dtype), in canonical names."""
+    expected = (f"expected one of {', '.join(DTYPES)}, a list of them (one per input, in input order) or "
+                '{"input_name": dtype, ...}')
+
+    def one(value: Any, where: str) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in DTYPES:
+            raise ValidationError(f"OutputConfig.CompilerOptions.{where}: {value!r} is not valid; {expected}")
+        return DTYPES[value.strip().lower()]
+
+    if isinstance(val, (list, tuple)):
+        if not val:
+            raise ValidationError(f"OutputConfig.CompilerOptions.{key}: [] is not valid; {expected}")
+        return [one(v, f"{key}[{i}]") for i, v in enumerate(val)]
+    if isinstance(val, dict):
+        if not val or not all(isinstance(k, str) and k for k in val):
+            raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; {expected}")
+        return {k: one(v, f"{key}.{k}") for k, v in val.items()}
+    return one(val, key)
 
 
 def _check_tuning(key: str, val: Any) -> Any:

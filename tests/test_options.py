@@ -18,6 +18,17 @@ def test_dtype_aliases():
     assert options.parse("{'DTYPE': 'float'}") == {"dtype": "float32"}
 
 
+def test_dtype_per_input_as_a_list_or_by_name():
+    assert options.parse('{"dtype": ["float", "long", "bool"]}') == {"dtype": ["float32", "int64", "bool"]}
+    assert options.parse('{"dtype": {"input_ids": "int64", "pixels": "half"}}') == {
+        "dtype": {"input_ids": "int64", "pixels": "float16"}}
+    with pytest.raises(ValidationError, match=r"CompilerOptions.dtype\[1\]: 'complex64' is not valid; expected one of "
+                                              r"float32, .*a list of them \(one per input, in input order\)"):
+        options.parse('{"dtype": ["int64", "complex64"]}')
+    with pytest.raises(ValidationError, match=r"CompilerOptions.dtype.mask: 7 is not valid"):
+        options.parse('{"dtype": {"mask": 7}}')
+
+
 def test_mattr_as_comma_string():
     assert options.parse('{"mattr": "+neon,+vfp4"}')["mattr"] == ["+neon", "+vfp4"]
 
@@ -28,8 +39,8 @@ def test_unknown_option_is_named_with_the_known_ones():
 
 
 def test_bad_values_are_named():
-    with pytest.raises(ValidationError, match=r"CompilerOptions.dtype: 'float16' is not valid; expected one of float32"):
-        options.parse('{"dtype": "float16"}')
+    with pytest.raises(ValidationError, match=r"CompilerOptions.dtype: 'float8' is not valid; expected one of float32"):
+        options.parse('{"dtype": "float8"}')
     with pytest.raises(ValidationError, match="gpu-code: '53' is not valid; expected a CUDA arch"):
         options.parse('{"gpu-code": "53"}')
     with pytest.raises(ValidationError, match="expected a list of LLVM features"):

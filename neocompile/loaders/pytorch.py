@@ -1,9 +1,12 @@
 """PyTorch loader: TorchScript (``torch.jit.save``, what SageMaker users upload) and ``torch.export`` programs.
 
-TVM 0.27 has no TorchScript importer, so TorchScript goes TorchScript -> ExportedProgram
-(``TS2EPConverter``, a private torch API: torch is pinned) -> ``from_exported_program``; if that
-conversion fails, through ``torch.onnx.export`` -> the ONNX frontend. ``.pt2`` files are loaded with
-``torch.export.load`` and imported directly.
+TVM 0.27 has no TorchScript importer, so TorchScript is tried through two routes in turn (``TORCHSCRIPT_ROUTES``):
+TorchScript -> ExportedProgram (``torchscript.to_exported_program``: torch's ``TS2EPConverter``, a private API, torch
+is pinned, on a graph specialised to the given shapes) -> ``from_exported_program``; then ``torch.onnx.export`` ->
+the ONNX frontend. ``.pt2`` files are loaded with ``torch.export.load`` and imported directly. Operators TVM's
+importer lacks (fused fast paths) are written out first (``torch_decompositions``). The route that worked is the
+model's ``route`` (the manifest's ImportRoute), after the ones that failed and why; when none works, the error
+names each route and what stopped it.
 
 Nothing from the file runs: only ``torch.jit.load`` and the weights-only unpickler read pickles (a model pickled
 whole is refused with how to save it), and ``.pt2`` files are loaded with torch's code-running paths refused
@@ -61,16 +64,25 @@ MAX_CAUSE = 800
 
 def _cause(exc: BaseException) -> str:
     """What went wrong, in the exception's own words: TorchScript's interpreter errors open with "The following
-    operation failed..." and a listing of frames; keep the error line(s) at their end instead of that first line."""
+    operation failed..." and a listing of frames; keep the error line(s) at their end instead of that first line.
+    A wrapper's message ("TS2EPConverter failed for node prim::If") is followed by the error it wraps."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if any(line.startswith("Traceback of TorchScript") for line in lines):
         starts = [i for i, line in enumerate(lines) if _ERROR_LINE.match(line)]
         lines = lines[starts[-1]:] if starts else lines
-    text = " ".join(lines)
+    text = _UNSUPPORTED.sub(r"TVM's importer has no converter for operator(s) \1", " ".join(lines))
+    name = type(exc).__name__
+    text = text if _ERROR_LINE.match(text) else f"{name}: {text}" if text else name
+    inner = exc.__cause__
+    if inner is not None and str(inner).strip() and str(inner).strip() not in text:
+        text = f"{text} ({_cause(inner)})"
     if len(text) > MAX_CAUSE:
         text = text[: MAX_CAUSE - 3].rstrip() + "..."
-    name = type(exc).__name__
-    return text if _ERROR_LINE.match(text) else f"{name}: {text}" if text else name
+    return text
+
+
+# TVM's from_exported_program names what it lacks in an assertion.
+_UNSUPPORTED = re.compile(r"Unsupported function types \[([^\]]*)\]")
 
 
 def _fail(what: str, exc: BaseException, about_inputs: bool = False) -> InputConfigurationError:
@@ -78,6 +90,51 @@ def _fail(what: str, exc: BaseException, about_inputs: bool = False) -> InputCon
     cause = _cause(exc)
     hint = f"{'' if cause.endswith(('.', '?', '!')) else '.'} {LEXICAL_HINT}" if about_inputs else ""
     return InputConfigurationError(f"TVM cannot convert the PyTorch model. {what}: {cause}{hint}")
+
+
+#: The routes a TorchScript model is tried through, in order; each name is what the manifest records.
+ROUTE_EXPORT = ("torchscript -> torch.export (TS2EPConverter, specialised to the input shapes) "
+                "-> relax.frontend.torch.from_exported_program")
+ROUTE_ONNX = "torchscript -> onnx (torch.onnx.export, dynamo=False, opset 17) -> relax.frontend.onnx.from_onnx"
+TORCHSCRIPT_ROUTES = (ROUTE_EXPORT, ROUTE_ONNX)
+ROUTE_PT2 = "torch.export program -> relax.frontend.torch.from_exported_program"
+#: The input dtype where CompilerOptions ``dtype`` names none (Neo's).
+DEFAULT_DTYPE = "float32"
+
+
+class _RouteError(Exception):
+    """A route failed at a named step."""
+
+    def __init__(self, step: str, exc: BaseException):
+        super().__init__(f"failed in {step}: {_cause(exc)}")
+
+
+def _step(step: str, run: Any) -> Any:
+    try:
+        return run()
+    except Exception as exc:
+        raise _RouteError(step, exc) from exc
+
+
+def input_dtypes(option: Any, names: Sequence[str]) -> list[str]:
+    """The dtype of each input from CompilerOptions ``dtype``: one for all, a list in input order, or
+    ``{name: dtype}`` (inputs it leaves out are float32)."""
+    if option is None:
+        return [DEFAULT_DTYPE] * len(names)
+    if isinstance(option, str):
+        return [option] * len(names)
+    if isinstance(option, (list, tuple)):
+        if len(option) != len(names):
+            raise InputConfigurationError(
+                f"CompilerOptions dtype lists {len(option)} dtype(s) {list(option)} for {len(names)} input(s) "
+                f"({', '.join(names)}); expected one per input, in DataInputConfig's order")
+        return list(option)
+    unknown = [k for k in option if k not in names]
+    if unknown:
+        raise InputConfigurationError(
+            f"CompilerOptions dtype names input(s) {', '.join(repr(k) for k in unknown)} that DataInputConfig does not "
+            f"have; inputs: {', '.join(names)}")
+    return [option.get(name, DEFAULT_DTYPE) for name in names]
 
 
 class PyTorchLoader(Loader):
@@ -94,22 +151,28 @@ class PyTorchLoader(Loader):
     def _load(self, path: Path, shapes: dict[str, tuple[int, ...]] | None, options: dict[str, Any]) -> LoadedModel:
         import torch
 
-        dtype = options.get("dtype", "float32")
         if path.suffix == ".pt2":
-            return self._load_exported(path, shapes, dtype)
+            return self._load_exported(path, shapes, options.get("dtype"))
         module = self._load_scripted(path)
         if not shapes:
             raise InputConfigurationError(
                 f"DataInputConfig is required for TorchScript models (the file records no input shapes); expected e.g. {self.example}"
             )
         # TorchScript records no shapes: the user's shapes define the inputs, in name order.
-        declared = [TensorSpec(name, dtype, dims) for name, dims in shapes.items()]
+        dtypes = input_dtypes(options.get("dtype"), list(shapes))
+        declared = [TensorSpec(name, dtype, dims) for (name, dims), dtype in zip(shapes.items(), dtypes)]
         examples = tuple(_example(spec) for spec in declared)
         try:
             with torch.no_grad():
                 module(*examples)
         except Exception as exc:
-            raise _fail(f"Running it on inputs of shapes {[list(s.shape) for s in declared]} failed", exc, about_inputs=True) from exc
+            given = ", ".join(f"{s.name}{list(s.shape)} {s.dtype}" for s in declared)
+            error = _fail(f"Running it on inputs {given} failed", exc, about_inputs=True)
+            if options.get("dtype") is None and re.search(r"\b(Long|Int|integer|scalar type)", str(exc)):
+                error = InputConfigurationError(
+                    f"{error} Inputs are float32 unless CompilerOptions dtype says otherwise, e.g. "
+                    f'{{"dtype": "int64"}} or per input {{"dtype": {{"{declared[-1].name}": "int64"}}}}.')
+            raise error from exc
         mod, route = self._import_scripted(module, examples, declared)
         return LoadedModel(
             mod=mod,
@@ -129,9 +192,14 @@ class PyTorchLoader(Loader):
         import torch
 
         try:
-            return torch.jit.load(str(path), map_location="cpu").eval()
+            module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             jit_reason = _reason(exc)
+        else:
+            try:
+                return module.eval()
+            except Exception:  # a frozen module has no training flag to set
+                return module
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -149,43 +217,36 @@ class PyTorchLoader(Loader):
                 f"untrusted archive. {HOW_TO_SAVE}"
             ) from None
         if isinstance(obj, dict):
-            raise InputConfigurationError(f"PyTorch file {path.name} holds a state_dict (weights only), not a model. {HOW_TO_SAVE}")
+            keys = [k for k in obj if isinstance(k, str)]
+            what = "a state_dict (weights only)" if any(isinstance(v, torch.Tensor) for v in obj.values()) else "a dictionary"
+            if any(k in obj for k in ("state_dict", "model_state_dict", "model")):
+                what = f"a training checkpoint (a dictionary of {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+            raise InputConfigurationError(f"PyTorch file {path.name} holds {what}, not a model: the code that builds the "
+                                          f"model is not in it. {HOW_TO_SAVE}")
         raise InputConfigurationError(f"PyTorch file {path.name} holds a {type(obj).__name__}, not a model. {HOW_TO_SAVE}")
 
     def _import_scripted(self, module: Any, examples: tuple, declared: list[TensorSpec]) -> tuple[Any, str]:
-        import torch
-        from tvm.relax.frontend.torch import from_exported_program
-
-        try:
-            from torch._export.converter import TS2EPConverter
-
-            converted = module
-            if isinstance(module, torch.jit.ScriptModule):
-                # The converter leaves dims symbolic (Dim.AUTO); re-export pins them to the given shapes.
-                converted = TS2EPConverter(module, examples).convert().module()
-            program = torch.export.export(converted, examples, strict=False)
-            return from_exported_program(program, keep_params_as_input=False), "torchscript -> torch.export (TS2EPConverter) -> relax"
-        except Exception as first:
-            first_error = first
-        # Fallback: the legacy TorchScript ONNX exporter (given the original module, not the converter's output),
-        # then the ONNX frontend.
-        import onnx
-
-        from .onnx import import_onnx
-
-        names = [s.name for s in declared]
-        buf = io.BytesIO()
-        try:
-            torch.onnx.export(module, examples, buf, input_names=names, dynamo=False, opset_version=17)
-            model = onnx.load_from_string(buf.getvalue())
-        except Exception as exc:
-            raise _fail(f"Neither route converts it. torch.export (TS2EPConverter): {_cause(first_error)}; ONNX export", exc) from exc
-        return import_onnx(model, {s.name: s.shape for s in declared}, "PyTorch"), "torchscript -> onnx (torch.onnx.export) -> relax"
+        """Try each of TORCHSCRIPT_ROUTES in turn; the route string names the one that worked after those that
+        failed, with why."""
+        routes = {ROUTE_EXPORT: lambda: _via_export(module, examples),
+                  ROUTE_ONNX: lambda: _via_onnx(module, examples, declared)}
+        failed: list[str] = []
+        for route in TORCHSCRIPT_ROUTES:
+            try:
+                mod = routes[route]()
+            except _RouteError as exc:
+                failed.append(f"{route}: {exc}")
+                continue
+            except InputConfigurationError as exc:  # import_onnx's: names the operator and the route already
+                failed.append(f"{route}: {str(exc).removeprefix('InputConfiguration: ')}")
+                continue
+            return mod, route + (f" (after {len(failed)} failed route(s): {'; '.join(failed)})" if failed else "")
+        numbered = " ".join(f"({i}) {text}" for i, text in enumerate(failed, 1))
+        raise InputConfigurationError(f"TVM cannot convert the PyTorch model. No route converts it: {numbered}")
 
     # -- torch.export ----------------------------------------------------------------------------------------------
-    def _load_exported(self, path: Path, shapes: dict[str, tuple[int, ...]] | None, dtype: str) -> LoadedModel:
+    def _load_exported(self, path: Path, shapes: dict[str, tuple[int, ...]] | None, dtype: Any) -> LoadedModel:
         import torch
-        from tvm.relax.frontend.torch import from_exported_program
 
         program = _load_program(path)
         user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
@@ -194,13 +255,20 @@ class PyTorchLoader(Loader):
         for i, name in enumerate(user):
             val = placeholders[name].meta.get("val") if name in placeholders else None
             dims = tuple(int(d) if isinstance(d, int) else str(d) for d in val.shape) if val is not None else None
-            dt = str(val.dtype).replace("torch.", "") if val is not None else dtype
+            dt = str(val.dtype).replace("torch.", "") if val is not None else DEFAULT_DTYPE
             declared.append(TensorSpec(f"input{i}", dt, dims))
+        if dtype is not None:
+            wanted = input_dtypes(dtype, [s.name for s in declared])
+            wrong = [f"{s.name} is {s.dtype}, not {w}" for s, w in zip(declared, wanted) if w != s.dtype]
+            if wrong:
+                raise InputConfigurationError(
+                    f"CompilerOptions dtype does not match the torch.export program, which records its input dtypes: "
+                    f"{'; '.join(wrong)}. Leave dtype out for .pt2 files")
         shapes = check_against_model(shapes, declared, self.name, self.layout, self.example)
         try:
-            mod = from_exported_program(program, keep_params_as_input=False)
-        except Exception as exc:
-            raise _fail("Importing the torch.export program failed", exc) from exc
+            mod = _import_program(program)
+        except _RouteError as exc:
+            raise InputConfigurationError(f"TVM cannot convert the PyTorch model. {ROUTE_PT2}: {exc}") from exc
         inputs = [TensorSpec(s.name, s.dtype, shapes[s.name]) for s in declared]
         return LoadedModel(
             mod=mod,
@@ -209,9 +277,90 @@ class PyTorchLoader(Loader):
             reference=_torch_reference(program.module()),
             framework=self.name,
             framework_version=f"torch {torch.__version__}",
-            route="torch.export program -> relax.frontend.torch.from_exported_program",
+            route=ROUTE_PT2,
             data_input_config={k: list(v) for k, v in shapes.items()},
         )
+
+
+def _import_program(program: Any) -> Any:
+    """An ExportedProgram in Relax: fused layers written out, core ATen, then TVM's importer."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from .torch_decompositions import decompose
+
+    program = _step("the decomposition to core ATen operators", lambda: decompose(program))
+    missing = _unconvertible(program)
+    if missing:
+        raise _RouteError("TVM's importer", NotImplementedError(
+            f"TVM's importer has no converter for operator(s) {', '.join(missing)}"))
+    return _step("TVM's importer",
+                 lambda: from_exported_program(program, keep_params_as_input=False, run_ep_decomposition=False))
+
+
+def _unconvertible(program: Any) -> list[str]:
+    """The operators of ``program`` TVM's importer has no converter for, by their ATen names; an operator kept for
+    its side effects (``with_effects``: error checks such as ``_linalg_check_errors``) says so."""
+    import torch
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    known = ExportedProgramImporter().convert_map
+    missing: dict[str, None] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = node.target
+        if target is torch.ops.higher_order.with_effects:
+            missing[f"{node.args[1]} (kept for its side effects)"] = None
+        elif getattr(target, "__name__", None) not in known:
+            missing[str(target)] = None
+    return list(missing)
+
+
+def _via_export(module: Any, examples: tuple) -> Any:
+    from .torchscript import to_exported_program
+
+    program = _step("TS2EPConverter", lambda: to_exported_program(module, examples))
+    return _import_program(program)
+
+
+def _via_onnx(module: Any, examples: tuple, declared: list[TensorSpec]) -> Any:
+    """The legacy TorchScript ONNX exporter, then the ONNX frontend. The module is called through a wrapper that
+    flattens its outputs: the exporter refuses dict outputs (``prim::DictConstruct``)."""
+    import onnx
+    import torch
+
+    from .onnx import import_onnx
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+
+        def forward(self, *args: Any) -> tuple:
+            return tuple(_flatten(self.model(*args)))
+
+    def export() -> None:
+        with torch.no_grad():
+            flat = torch.jit.trace(Flat().eval(), examples, check_trace=False)
+        torch.onnx.export(flat, examples, buf, input_names=[s.name for s in declared], dynamo=False, opset_version=17)
+
+    buf = io.BytesIO()
+    _step("torch.onnx.export", export)
+    model = onnx.load_from_string(buf.getvalue())
+    return import_onnx(model, {s.name: s.shape for s in declared}, "PyTorch")
+
+
+def _flatten(out: Any) -> list[Any]:
+    """A model's outputs in order: tensors, and the tensors in tuples, lists and dicts (values in their order)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _flatten(item)]
+    return []
 
 
 @contextlib.contextmanager
@@ -233,9 +382,11 @@ def _quiet():
 
 
 def _example(spec: TensorSpec):
+    """Zeros, except ones for integer and bool inputs (an all-zero attention mask hides every token)."""
     import torch
 
-    return torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype))
+    dtype = getattr(torch, spec.dtype)
+    return (torch.zeros if dtype.is_floating_point else torch.ones)(spec.shape, dtype=dtype)
 
 
 def _torch_reference(module: Any):
@@ -245,20 +396,7 @@ def _torch_reference(module: Any):
         torch.set_num_threads(1)
         with torch.no_grad():
             out = module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
-        flat = []
-
-        def walk(o):
-            if isinstance(o, torch.Tensor):
-                flat.append(o.detach().cpu().numpy())
-            elif isinstance(o, (list, tuple)):
-                for x in o:
-                    walk(x)
-            elif isinstance(o, dict):
-                for x in o.values():
-                    walk(x)
-
-        walk(out)
-        return flat
+        return [t.detach().cpu().numpy() for t in _flatten(out)]
 
     return run
 

@@ -5,6 +5,7 @@ import torch
 
 from neocompile.errors import InputConfigurationError
 from neocompile.loaders import get_loader
+from neocompile.loaders.pytorch import ROUTE_EXPORT, ROUTE_ONNX
 from tests import hostile
 from tests.hostile import HOSTILE
 from tests.models import torch_two_input_module
@@ -20,7 +21,7 @@ def _traced(tmp_path, name="model.pth"):
 def test_torchscript_goes_through_torch_export_and_matches_torch(tmp_path):
     path, net = _traced(tmp_path)
     loaded = get_loader("PYTORCH").load(path, {"input0": (1, 3, 16, 16), "input1": (1, 10)}, {})
-    assert "TS2EPConverter" in loaded.route
+    assert loaded.route == ROUTE_EXPORT
     assert [o.shape for o in loaded.outputs] == [(1, 10), (1, 8)]
     x, y = np.random.default_rng(0).standard_normal((1, 3, 16, 16), np.float32), np.ones((1, 10), np.float32)
     ref = loaded.reference([x, y])
@@ -42,23 +43,26 @@ def test_torchscript_shape_mismatch_shows_the_interpreters_cause_and_the_input_o
     message = str(info.value)
     # TorchScript opens with "The following operation failed in the TorchScript interpreter." and a frame listing;
     # the message keeps the RuntimeError at its end instead.
-    assert ("TVM cannot convert the PyTorch model. Running it on inputs of shapes [[1, 10], [1, 3, 16, 16]] failed: "
-            "RuntimeError: Expected 4-dimensional input for 4-dimensional weight [8, 3, 3, 3]") in message
+    assert ("TVM cannot convert the PyTorch model. Running it on inputs input0[1, 10] float32, input1[1, 3, 16, 16] "
+            "float32 failed: RuntimeError: Expected 4-dimensional input for 4-dimensional weight [8, 3, 3, 3]") in message
     assert "TorchScript interpreter" not in message and "Traceback" not in message
     assert message.endswith("Make sure that inputs are lexically ordered (input0, input1, ...) and that DataInputConfig shapes match the model.")
 
 
-def test_torchscript_falls_back_to_onnx_with_the_original_module(tmp_path, monkeypatch):
+def test_torchscript_falls_back_to_onnx_with_the_original_module_and_says_why(tmp_path, monkeypatch):
     import tvm.relax.frontend.torch
 
     def unsupported(*args, **kwargs):
-        raise NotImplementedError("Unsupported function types ['frobnicate.default']")
+        raise AssertionError("Unsupported function types ['frobnicate.default']")
 
     # The torch.export route converts the module, then fails in TVM's importer: the ONNX route must start afresh.
     monkeypatch.setattr(tvm.relax.frontend.torch, "from_exported_program", unsupported)
     path, net = _traced(tmp_path)
     loaded = get_loader("PYTORCH").load(path, {"input0": (1, 3, 16, 16), "input1": (1, 10)}, {})
-    assert loaded.route == "torchscript -> onnx (torch.onnx.export) -> relax"
+    # The manifest's route names the one that worked, then the one that failed, at which step and on what.
+    assert loaded.route == (f"{ROUTE_ONNX} (after 1 failed route(s): {ROUTE_EXPORT}: "
+                            "failed in TVM's importer: AssertionError: TVM's importer has no converter "
+                            "for operator(s) 'frobnicate.default')")
     assert [o.shape for o in loaded.outputs] == [(1, 10), (1, 8)]
 
 
@@ -72,8 +76,10 @@ def test_an_operator_no_route_converts_is_named_without_the_input_order_hint(tmp
     with pytest.raises(InputConfigurationError) as info:
         get_loader("PYTORCH").load(path, {"input0": (1, 4, 4)}, {})
     message = str(info.value)
-    assert "Neither route converts it. torch.export (TS2EPConverter): " in message
-    assert "ONNX export: UnsupportedOperatorError: Exporting the operator 'aten::linalg_cholesky' to ONNX opset version 17 is not supported" in message
+    assert f"TVM cannot convert the PyTorch model. No route converts it: (1) {ROUTE_EXPORT}: " in message
+    assert "linalg_cholesky" in message.split("(2)")[0]  # each route names the operator it stopped at
+    assert (f"(2) {ROUTE_ONNX}: failed in torch.onnx.export: UnsupportedOperatorError: Exporting the operator "
+            "'aten::linalg_cholesky' to ONNX opset version 17 is not supported") in message
     assert "lexically ordered" not in message
 
 
@@ -81,6 +87,15 @@ def test_state_dict_is_refused_with_how_to_save_a_model(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save(torch_two_input_module().state_dict(), path)
     with pytest.raises(InputConfigurationError, match="holds a state_dict.*torch.jit.trace"):
+        get_loader("PYTORCH").load(path, {"input0": (1, 3, 16, 16)}, {})
+
+
+def test_a_training_checkpoint_is_refused_with_how_to_save_a_model(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"epoch": 3, "model_state_dict": torch_two_input_module().state_dict()}, path)
+    with pytest.raises(InputConfigurationError, match=r"checkpoint.pth holds a training checkpoint \(a dictionary of "
+                                                      r"epoch, model_state_dict\), not a model: the code that builds "
+                                                      r"the model is not in it\. Save the model as TorchScript"):
         get_loader("PYTORCH").load(path, {"input0": (1, 3, 16, 16)}, {})
 
 
