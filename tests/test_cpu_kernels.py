@@ -74,6 +74,7 @@ CASES = {
     # odd padded width: the de-interleaved copy keeps a padded phase and iterates the input order
     "depthwise_stride2_odd": (lambda: Conv(16, 16, 3, stride=2, groups=16), (2, 16, 15, 17), {"depthwise"}),
     "depthwise_5x5": (lambda: Conv(8, 8, 5, groups=8), (1, 8, 11, 9), {"depthwise"}),
+    "depthwise_one_pixel": (lambda: Conv(16, 16, 3, groups=16), (2, 16, 1, 1), {"depthwise"}),
     # two outputs per input channel: not plane by plane (each input plane feeds two output planes)
     "depthwise_multiplier2": (lambda: Conv(8, 16, 3, groups=8), (1, 8, 10, 10), {"depthwise"}),
     "dense_gemv": (lambda: Linear(100, 37), (1, 100), {"matmul"}),

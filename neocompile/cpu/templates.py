@@ -249,11 +249,15 @@ def _plane_copy(sch: s_tir.Schedule, block: Any, loop: Any, stride: int, lanes: 
     away and one load feeds every phase (LLVM's interleaved access)."""
     loops = sch.get_loops(block)
     inner = loops[[sch.get(l).same_as(sch.get(loop)) for l in loops].index(True) + 1:]
+    if not inner:  # a one-pixel plane: nothing to split
+        return
     try:
         blocks = [sch.decompose_padding(block, inner[0]), block]
     except Exception:  # noqa: BLE001 - not a padding pattern
         blocks = [block]
     for b in blocks:
+        if len(sch.get_loops(b)) <= len(loops) - len(inner):
+            continue  # no loop of its own under the plane loop
         last = sch.get_loops(b)[-1]
         extent = int(sch.get(last).extent)
         if stride > 1 and extent % stride == 0:
