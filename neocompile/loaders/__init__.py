@@ -6,7 +6,12 @@ from .base import LoadedModel, Loader
 from .onnx import OnnxLoader
 from .pytorch import PyTorchLoader
 
-LOADERS: dict[str, type[Loader]] = {cls.name: cls for cls in (OnnxLoader, PyTorchLoader)}
+# One line per framework; each module imports its framework lazily (inside its methods).
+_CLASSES: tuple[type[Loader], ...] = (
+    OnnxLoader,
+    PyTorchLoader,
+)
+LOADERS: dict[str, type[Loader]] = {cls.name: cls for cls in _CLASSES}
 
 #: InputConfig.Framework values of the SageMaker API that have no loader yet.
 API_FRAMEWORKS = ("TENSORFLOW", "KERAS", "MXNET", "ONNX", "PYTORCH", "XGBOOST", "TFLITE", "DARKNET", "SKLEARN")
