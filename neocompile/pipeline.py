@@ -371,6 +371,8 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
             "FrameworkVersion": p.request.framework_version or loaded.framework_version,
             "SourceFrameworkVersion": loaded.framework_version,
             "ImportRoute": loaded.route,
+            # The routes tried first that did not take the model, and why (empty when the first one did).
+            "ImportRoutesFailed": loaded.routes_failed,
             "CompilerOptions": p.options,
             "DataInputConfig": loaded.data_input_config,
         },

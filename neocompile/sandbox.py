@@ -495,7 +495,7 @@ def load_model(loader: Any, root: Path, shapes: dict[str, tuple] | None, options
         mod=mod, inputs=inputs, outputs=outputs, reference=reference, framework=value["framework"],
         framework_version=value["framework_version"], route=value["route"],
         data_input_config={k: list(v) for k, v in value["data_input_config"].items()},
-        precision=value["precision"],
+        precision=value["precision"], routes_failed=value.get("routes_failed", []),
     )
     return loaded, detail
 
@@ -520,6 +520,7 @@ def _load(args: dict[str, Any], out: Output) -> dict[str, Any]:
         "inputs": [dataclasses.asdict(s) for s in loaded.inputs], "outputs": [dataclasses.asdict(s) for s in loaded.outputs],
         "framework": loaded.framework, "framework_version": loaded.framework_version, "route": loaded.route,
         "data_input_config": loaded.data_input_config, "precision": loaded.precision,
+        "routes_failed": loaded.routes_failed,
     }
 
 

@@ -8,7 +8,9 @@ import io
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.need import need
+
+torch = need("torch")
 
 
 class Conv(torch.nn.Module):

@@ -29,6 +29,9 @@ class LoadedModel:
     #: The narrowest arithmetic the model computes in ("float32", "float16", "bfloat16", "int8" for quantized
     #: graphs): picks the default verification tolerance (verify.default_tolerance).
     precision: str = "float32"
+    #: Routes tried before ``route`` worked, in order, each ``{"Route": ..., "Error": ...}`` (the manifest's
+    #: Compilation.ImportRoutesFailed), so a user sees why the first choice did not take their model.
+    routes_failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
 
 class Loader:

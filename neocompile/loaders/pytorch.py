@@ -173,7 +173,7 @@ class PyTorchLoader(Loader):
                     f"{error} Inputs are float32 unless CompilerOptions dtype says otherwise, e.g. "
                     f'{{"dtype": "int64"}} or per input {{"dtype": {{"{declared[-1].name}": "int64"}}}}.')
             raise error from exc
-        mod, route = self._import_scripted(module, examples, declared)
+        mod, route, failed = self._import_scripted(module, examples, declared)
         return LoadedModel(
             mod=mod,
             inputs=declared,
@@ -182,6 +182,7 @@ class PyTorchLoader(Loader):
             framework=self.name,
             framework_version=f"torch {torch.__version__}",
             route=route,
+            routes_failed=failed,
             data_input_config={s.name: list(s.shape) for s in declared},
         )
 
@@ -225,23 +226,24 @@ class PyTorchLoader(Loader):
                                           f"model is not in it. {HOW_TO_SAVE}")
         raise InputConfigurationError(f"PyTorch file {path.name} holds a {type(obj).__name__}, not a model. {HOW_TO_SAVE}")
 
-    def _import_scripted(self, module: Any, examples: tuple, declared: list[TensorSpec]) -> tuple[Any, str]:
-        """Try each of TORCHSCRIPT_ROUTES in turn; the route string names the one that worked after those that
-        failed, with why."""
+    def _import_scripted(self, module: Any, examples: tuple, declared: list[TensorSpec]) -> tuple[Any, str, list]:
+        """Try each of TORCHSCRIPT_ROUTES in turn: the module, the route that worked (its string also says which
+        failed first, with why) and the failed routes as manifest records."""
         routes = {ROUTE_EXPORT: lambda: _via_export(module, examples),
                   ROUTE_ONNX: lambda: _via_onnx(module, examples, declared)}
-        failed: list[str] = []
+        failed: list[dict[str, str]] = []
         for route in TORCHSCRIPT_ROUTES:
             try:
                 mod = routes[route]()
             except _RouteError as exc:
-                failed.append(f"{route}: {exc}")
+                failed.append({"Route": route, "Error": str(exc)})
                 continue
             except InputConfigurationError as exc:  # import_onnx's: names the operator and the route already
-                failed.append(f"{route}: {str(exc).removeprefix('InputConfiguration: ')}")
+                failed.append({"Route": route, "Error": str(exc).removeprefix("InputConfiguration: ")})
                 continue
-            return mod, route + (f" (after {len(failed)} failed route(s): {'; '.join(failed)})" if failed else "")
-        numbered = " ".join(f"({i}) {text}" for i, text in enumerate(failed, 1))
+            texts = "; ".join(f"{f['Route']}: {f['Error']}" for f in failed)
+            return mod, route + (f" (after {len(failed)} failed route(s): {texts})" if failed else ""), failed
+        numbered = " ".join(f"({i}) {f['Route']}: {f['Error']}" for i, f in enumerate(failed, 1))
         raise InputConfigurationError(f"TVM cannot convert the PyTorch model. No route converts it: {numbered}")
 
     # -- torch.export ----------------------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from neocompile import modelzoo
 from neocompile.loaders.onnx import ROUTE
 from neocompile.targets import get_target
 from tests import onnx_models
+from tests.need import need
 from tests.onnx_models import BERT_CONFIG, CNN_CONFIG
 
-pytest.importorskip("transformers")
-pytest.importorskip("onnxscript")
+need("transformers")
+need("onnxscript")
 
 # ml_c5's code needs AVX-512; where this CPU lacks it, ml_c4 (the same x86_64 path, AVX2) is compiled and verified
 # natively instead, so that every job here is verified rather than skipped.

@@ -20,10 +20,11 @@ from neocompile.loaders.pytorch import ROUTE_EXPORT, ROUTE_ONNX, ROUTE_PT2
 from neocompile.targets import get_target
 from neocompile.verify import random_inputs
 from tests import torch_models as tm
+from tests.need import need
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("torchvision")
+torch = need("torch")
+need("transformers")
+need("torchvision")
 
 # ml_c5's code needs AVX-512; where this CPU lacks it, ml_c4 (the same x86_64 path, AVX2) is compiled and verified
 # natively instead, so that every job here is verified rather than skipped.
@@ -96,6 +97,7 @@ def test_compiles_and_verifies_against_torch(files, tmp_path, name, arm, where):
     assert report["mode"].startswith("native" if where == "x86" else "emulated: qemu-")
     assert all(row["within_tolerance"] for row in report["outputs"])
     assert meta["Compilation"]["ImportRoute"] == ROUTE_EXPORT  # the first route works: nothing failed before it
+    assert meta["Compilation"]["ImportRoutesFailed"] == []
     if name == "bert-traced":  # the dict output's two tensors, per-input int64 dtypes
         assert [o["shape"] for o in meta["Model"]["Outputs"]] == [[1, tm.SEQ, 64], [1, 64]]
         assert [(i["name"], i["dtype"]) for i in meta["Model"]["Inputs"]] == [("attention_mask", "int64"),
@@ -183,6 +185,8 @@ def test_the_onnx_route_takes_over_with_dict_outputs(tmp_path, monkeypatch):
     loaded = get_loader("PYTORCH").load(tm.trace(model, example, tmp_path / "model.pth"), ENCODER, {"dtype": "int64"})
     assert loaded.route == (f"{ROUTE_ONNX} (after 1 failed route(s): {ROUTE_EXPORT}: failed in TS2EPConverter: "
                             "RuntimeError: TS2EPConverter failed for node prim::Frobnicate)")
+    assert loaded.routes_failed == [{"Route": ROUTE_EXPORT, "Error": "failed in TS2EPConverter: "
+                                     "RuntimeError: TS2EPConverter failed for node prim::Frobnicate"}]
     _matches_torch(loaded)
 
 
