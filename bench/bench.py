@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench.py`
 
-from bench import models, report  # noqa: E402
+from bench import frameworks, models, report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results.json"
 PACKAGES = models.WORK / "packages"
@@ -148,6 +148,16 @@ def compile_one(built: models.Built, model: str, batch: int, variant: str, targe
     request = {"model_uri": str(built.archive), "framework": "ONNX", "output_location": str(out_dir),
                "data_input_config": {built.input_name: built.input_shape}, "target_device": target,
                "compiler_options": opts, "job_name": f"bench-{model}-b{batch}-{variant}".replace("_", "-")}
+    result = compile_request(request, out_dir, reuse, tmp)
+    if not result.get("reused"):
+        result.update(model=model, batch=batch, variant=variant, target=target, onnx_bytes=built.onnx.stat().st_size)
+        (out_dir / "bench-compile.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def compile_request(request: dict[str, Any], out_dir: Path, reuse: bool, tmp: Path) -> dict[str, Any]:
+    """Run one compile job (``neocompile.compile_model`` keyword arguments) in a child; with ``reuse``, an earlier
+    identical job's package and facts (out_dir/bench-compile.json) are kept."""
     facts = out_dir / "bench-compile.json"
     if reuse and facts.is_file():
         old = json.loads(facts.read_text())
@@ -158,8 +168,7 @@ def compile_one(built: models.Built, model: str, batch: int, variant: str, targe
     result = _child("compile_job", _request_file(tmp, request), timeout=COMPILE_TIMEOUT_S)
     result.setdefault("ok", False)
     result.setdefault("seconds", round(time.perf_counter() - t0, 3))
-    result.update(request=request, model=model, batch=batch, variant=variant, target=target,
-                  onnx_bytes=built.onnx.stat().st_size)
+    result.update(request=request)
     if result["ok"]:
         result["package_bytes"] = Path(result["artifact"]).stat().st_size
     facts.write_text(json.dumps(result, indent=1))
@@ -242,6 +251,51 @@ def arm_part(name: str, variants: dict[str, dict], reuse: bool, runs: int, tmp: 
     return rows
 
 
+def frameworks_part(names: list[str], target: str, reuse: bool, args, tmp: Path) -> list[dict[str, Any]]:
+    """Each framework source (bench/frameworks.py) built, compiled from its framework's own file(s) and timed at 1
+    thread against that framework and onnxruntime."""
+    import hashlib
+
+    key = hashlib.sha256((ROOT / "bench" / "frameworks.py").read_bytes()).hexdigest()[:12]
+    rows = []
+    for name in names:
+        folder = models.WORK / f"frameworks-{key}" / name
+        if not (folder / "source.json").is_file():
+            log(f"building {frameworks.SOURCES[name]}")
+            proc = subprocess.run([sys.executable, "-m", "bench.frameworks", "build", name, str(folder)], cwd=ROOT,
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = " | ".join(proc.stderr.strip().splitlines()[-4:])
+                log(f"{name}: build FAILED: {tail}")
+                rows.append({"source": name, "title": frameworks.SOURCES[name], "error": f"build failed: {tail}"})
+                continue
+        source = json.loads((folder / "source.json").read_text())
+        packages, compiles = {}, {}
+        for label, spec in source["packages"].items():
+            slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+            out_dir = PACKAGES / f"{name}-{slug}-{target}"
+            request = {"model_uri": str(folder / spec["archive"]), "framework": spec["framework"],
+                       "output_location": str(out_dir), "data_input_config": spec["data_input_config"],
+                       "target_device": target, "compiler_options": spec.get("compiler_options"),
+                       "job_name": f"bench-{name}-{slug}".replace("_", "-")[:63]}
+            job = compile_request(request, out_dir, reuse, tmp)
+            log(f"{name} {label} -> {target}: " + (f"{job['seconds']:.1f} s, peak {job['peak_tree_rss'] / 2**30:.2f} GiB"
+                                                   if job["ok"] else f"FAILED: {job.get('error')}"))
+            compiles[label] = {k: job.get(k) for k in ("ok", "seconds", "peak_tree_rss", "error", "reused")}
+            if job["ok"]:
+                packages[label] = job["artifact"]
+                compiles[label]["verification"] = (job.get("verification") or {}).get("status")
+        request = {"folder": str(folder), "threads": 1, "packages": packages, "budget_s": args.budget,
+                   "warmup": args.warmup}
+        result = _child("frameworks", "latency", _request_file(tmp, request), env=thread_env(1),
+                        timeout=MEASURE_TIMEOUT_S)
+        row = {"source": name, "title": frameworks.SOURCES[name], "threads": 1, "reference": source["reference"],
+               "compiles": compiles, "results": result}
+        log(report.framework_line(row))
+        rows.append(row)
+    return rows
+
+
 # --- main ----------------------------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -265,6 +319,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-arm", action="store_true", help="skip the ARM (NEON, qemu) part")
     p.add_argument("--arm-model", help="model of the ARM part (default mobilenet_v2; --quick: mlp)")
     p.add_argument("--arm-runs", type=int, default=3, help="emulated runs per ARM package (default 3)")
+    p.add_argument("--frameworks", default=",".join(frameworks.SOURCES),
+                   help=f"framework sources to compile and time (default all: {', '.join(frameworks.SOURCES)}; "
+                        "'none' to skip)")
+    p.add_argument("--frameworks-only", action="store_true",
+                   help="only the framework rows (merged into an existing bench/results.json)")
     p.add_argument("--compile-only", action="store_true",
                    help="compile the packages (tuning included) and stop; a later run with --reuse measures them")
     p.add_argument("--reuse", action="store_true",
@@ -283,6 +342,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.arm_model not in models.MODELS:
         p.error(f"--arm-model: unknown '{args.arm_model}'; expected from {', '.join(models.MODELS)}")
     args.memory_models = args.models if args.quick else ["vgg19", "resnet50"]
+    args.frameworks = [] if args.frameworks.strip() in ("", "none") else args.frameworks.split(",")
+    unknown = [f for f in args.frameworks if f not in frameworks.SOURCES]
+    if unknown:
+        p.error(f"--frameworks: unknown {unknown}; expected from {', '.join(frameworks.SOURCES)} or 'none'")
     return args
 
 
@@ -303,6 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     target = native_target()
     if args.memory_only:
         memory_only(args, facts, target, started)
+        return
+    if args.frameworks_only:
+        frameworks_only(args, facts, target, started)
         return
     cores = facts["usable_cores"]
     threads = [1] if cores == 1 else [1, cores]
@@ -354,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         results["profile"] = profile_slowest(latency, compiles, args, tmp)
         results["memory"] = None if args.skip_memory else memory_test(args.memory_models, compiles, target, args.reuse, tmp)
         results["arm"] = None if args.skip_arm else arm_part(args.arm_model, variants, args.reuse, args.arm_runs, tmp)
+        results["frameworks"] = frameworks_part(args.frameworks, target, args.reuse, args, tmp)
     results["goals"] = report.goals(results)
     results["bench_seconds"] = round(time.time() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -379,6 +446,22 @@ def memory_only(args, facts: dict[str, Any], target: str, started: float) -> Non
         if "memory" in goal["goal"]:
             log(f"goal {goal['goal']}: {goal['value']} -> {goal['verdict']}")
     log(f"merged the compile-memory test into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
+
+
+def frameworks_only(args, facts: dict[str, Any], target: str, started: float) -> None:
+    """The framework rows alone, merged into the existing results."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {
+        "machine": facts, "target": target, "config": {}, "variants": {}, "compiles": [], "latency": []}
+    with tempfile.TemporaryDirectory(prefix="bench-requests-") as tmp_name:
+        rows = frameworks_part(args.frameworks, target, args.reuse, args, Path(tmp_name))
+    old = {row["source"]: row for row in results.get("frameworks") or []}
+    old.update({row["source"]: row for row in rows})
+    results["frameworks"] = [old[name] for name in frameworks.SOURCES if name in old]
+    results["frameworks_measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+    results["goals"] = report.goals(results)
+    RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    render(results)
+    log(f"merged the framework rows into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":

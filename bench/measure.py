@@ -89,11 +89,18 @@ def _runners(req: dict[str, Any]) -> tuple[dict[str, Callable[[], Any]], dict[st
 
 def latency(req: dict[str, Any]) -> dict[str, Any]:
     """Median latency of onnxruntime, each neocompile package and torch on one input, and their max |diff| vs ORT."""
+    runners, how, errors = _runners(req)
+    return timed(runners, how, errors, req["budget_s"], req["warmup"], "onnxruntime")
+
+
+def timed(runners: dict[str, Callable[[], Any]], how: dict[str, str], errors: dict[str, str], budget: float,
+          warmup: int, reference_name: str) -> dict[str, Any]:
+    """Time ``runners`` in interleaved rounds (module docstring); each result's max |diff| is against the output of
+    ``reference_name`` (whose name the result keys carry: ``max_abs_diff_vs_<reference>``)."""
     import numpy as np
 
-    runners, how, errors = _runners(req)
-    budget, warmup = req["budget_s"], req["warmup"]
-    reference = np.asarray(runners["onnxruntime"]())
+    reference = np.asarray(runners[reference_name]())
+    key = "max_abs_diff_vs_ort" if reference_name == "onnxruntime" else f"max_abs_diff_vs_{reference_name}"
     out: dict[str, Any] = {name: {"error": msg} for name, msg in errors.items()}
     times: dict[str, list[float]] = {}
     slow: set[str] = set()  # one run takes longer than a round's slice: no extra warm-up, one timed run a round
@@ -109,7 +116,7 @@ def latency(req: dict[str, Any]) -> dict[str, Any]:
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         times[name] = []
-        out[name] = {"threads_via": how[name], "max_abs_diff_vs_ort": float(np.abs(got - reference).max()),
+        out[name] = {"threads_via": how[name], key: float(np.abs(got.astype(np.float64) - reference).max()),
                      "output_scale": float(np.abs(reference).max())}
     load = os.getloadavg()
     for _ in range(ROUNDS):

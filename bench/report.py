@@ -47,6 +47,26 @@ def latency_line(row: dict[str, Any]) -> str:
     return f"{row['model']} b{row['batch']} {row['threads']} thread(s): " + ", ".join(parts)
 
 
+def _package_names(row: dict[str, Any]) -> list[str]:
+    return list(row.get("compiles") or {})
+
+
+def framework_line(row: dict[str, Any]) -> str:
+    """One framework source's timings in the log: each package, then its baselines."""
+    res = row.get("results") or {}
+    if "error" in row or ("error" in res and len(res) == 1):
+        return f"{row['source']}: ERROR {row.get('error') or res['error']}"
+    parts = [f"{name} {_fmt_ms(entry['median_ms'])} ms" if "median_ms" in entry else f"{name} ERROR {entry.get('error')}"
+             for name, entry in res.items() if isinstance(entry, dict)]
+    return f"{row['source']} 1 thread: " + ", ".join(parts)
+
+
+def framework_ratio(row: dict[str, Any], package: str, baseline: str) -> float | None:
+    res = row.get("results") or {}
+    a, b = (res.get(package) or {}).get("median_ms"), (res.get(baseline) or {}).get("median_ms")
+    return a / b if a is not None and b else None
+
+
 def summary(latency: list[dict[str, Any]], threads: list[int]) -> dict[str, Any]:
     """Per thread count and runtime: geometric mean and worst of the latency ratio to onnxruntime."""
     out: dict[str, Any] = {}
@@ -90,6 +110,11 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             if j["model"] == "resnet50" and j["batch"] == 1 and j["variant"] == "neocompile" and j["ok"]]
     add("ResNet-50 untuned compile <= 60 s (whole job)", jobs[0]["seconds"] if jobs else None, 60.0,
         f"{jobs[0]['seconds']:.1f} s" if jobs else "")
+    for row in results.get("frameworks") or []:
+        if row["source"] == "xgboost":
+            x = framework_ratio(row, "neocompile", "xgboost")
+            add("XGBoost package at least as fast as xgboost inplace_predict (1 thread)", x, 1.0,
+                f"{x:.2f}x xgboost's time" if x is not None else "")
     for job in results.get("memory") or []:
         if job["ok"]:
             factor = job["peak_tree_rss"] / job["onnx_bytes"]
@@ -257,6 +282,34 @@ def markdown(results: dict[str, Any], chart_path: Path | None, root: Path) -> li
             else:
                 lines.append(f"| {where} | {r['variant']} | {d['vector']} of {d['instructions']} ({d['vector_fma']}) | "
                              f"{d['scalar_fp']} ({d['scalar_fma']}) | {d['kernels_vectorized']} of {d['kernels_with_fp']} | {emu} | {rel} |")
+
+    if results.get("frameworks"):
+        lines += ["", "Models as frameworks save them (bench/frameworks.py), each compiled from its framework's own "
+                  "file and timed at 1 thread against that framework and onnxruntime in one child process; ratio = "
+                  "neocompile / the framework, and / onnxruntime; max |diff| against the framework's output.", "",
+                  "| model | compiled from | compile (verification) | neocompile | framework | onnxruntime | vs framework | vs ORT | max \\|diff\\| |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in results["frameworks"]:
+            res = row.get("results") or {}
+            if "error" in row or not row.get("compiles"):
+                lines.append(f"| {row['title']} | | {str(row.get('error') or res.get('error'))[:200]} | | | | | | |")
+                continue
+            ref = row["reference"]
+            base = res.get(ref) or {}
+            ort = res.get("onnxruntime") or {}
+            for name, job in row["compiles"].items():
+                entry = res.get(name) or {}
+                how = name.removeprefix("neocompile").strip(" ()") or "-"
+                compiled = (f"{job['seconds']:.1f} s ({job.get('verification')})" if job["ok"]
+                            else f"failed: {str(job.get('error'))[:160]}")
+                if "error" in entry:
+                    compiled += f"; run: {str(entry['error'])[:120]}"
+                fr, orr = framework_ratio(row, name, ref), framework_ratio(row, name, "onnxruntime")
+                diff = entry.get(f"max_abs_diff_vs_{ref}")
+                lines.append(f"| {row['title']} | {how} | {compiled} | {_fmt_ms(entry.get('median_ms'))} | "
+                             f"{ref} {_fmt_ms(base.get('median_ms'))} | {_fmt_ms(ort.get('median_ms')) if ort else 'n/a'} | "
+                             f"{f'{fr:.2f}x' if fr else '-'} | {f'{orr:.2f}x' if orr else '-'} | "
+                             f"{f'{diff:.1e}' if diff is not None else '-'} |")
 
     prof = results.get("profile")
     if prof and "top" in prof:

@@ -137,6 +137,25 @@ def input_dtypes(option: Any, names: Sequence[str]) -> list[str]:
     return [option.get(name, DEFAULT_DTYPE) for name in names]
 
 
+def bind_by_parameter_names(module: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """``shapes`` in the order the model takes them.
+
+    Neo feeds a PyTorch model its DataInputConfig inputs in the lexical order of their names (``input0``,
+    ``input1``, ...; datainput.parse sorts them so). When the names are exactly forward's first parameters
+    (``{"input_ids": ..., "attention_mask": ...}`` for a traced BERT), the user means those parameters: they are
+    bound by name, in forward's order. Lexical order would hand the attention mask to ``input_ids`` — and
+    verification could not see it, since the framework reference is fed the same way.
+    """
+    try:
+        params = [a.name for a in module.forward.schema.arguments[1:]]  # [0] is self
+    except (AttributeError, RuntimeError):
+        return shapes
+    head = params[: len(shapes)]
+    if set(shapes) == set(head) and list(shapes) != head:
+        return {name: shapes[name] for name in head}
+    return shapes
+
+
 class PyTorchLoader(Loader):
     name = "PYTORCH"
     suffixes = (".pth", ".pt", ".pt2")
@@ -158,7 +177,9 @@ class PyTorchLoader(Loader):
             raise InputConfigurationError(
                 f"DataInputConfig is required for TorchScript models (the file records no input shapes); expected e.g. {self.example}"
             )
-        # TorchScript records no shapes: the user's shapes define the inputs, in name order.
+        # TorchScript records no shapes: the user's shapes define the inputs, in name order, or in forward's order
+        # when they are named after its parameters.
+        shapes = bind_by_parameter_names(module, shapes)
         dtypes = input_dtypes(options.get("dtype"), list(shapes))
         declared = [TensorSpec(name, dtype, dims) for (name, dims), dtype in zip(shapes.items(), dtypes)]
         examples = tuple(_example(spec) for spec in declared)

@@ -176,6 +176,27 @@ def test_distilbert_traced_imports(tmp_path):
     _matches_torch(loaded)
 
 
+def test_inputs_named_after_forward_parameters_are_bound_by_name(files, tmp_path):
+    """{"input_ids", "attention_mask"}: lexical order (Neo's rule for input0, input1, ...) would feed the mask as
+    the ids, and verification could not tell (the torch reference is fed the same way). The package, run by name
+    on a padded batch, must give what torch gives called by keyword."""
+    from neocompile.runtime import Model
+
+    path, shapes, options = files["bert-traced"]
+    archive = modelzoo.write_archive(tmp_path / "bert.tar.gz", {path.name: path.read_bytes()})
+    config = json.dumps({"attention_mask": [1, tm.SEQ], "input_ids": [1, tm.SEQ]})  # given in neither order
+    result = neocompile.compile_model(str(archive), "PYTORCH", str(tmp_path / "out"), config, target_device=X86,
+                                      compiler_options=json.dumps(options))
+    model = Model(result.artifact_uri)
+    assert [i["name"] for i in model.meta["Model"]["Inputs"]] == ["input_ids", "attention_mask"]  # forward's order
+    ids, mask = (t.numpy() for t in tm._ids())
+    got = model.run({"attention_mask": mask, "input_ids": ids})
+    with torch.no_grad():
+        want = torch.jit.load(str(path))(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    np.testing.assert_allclose(got[0], want["last_hidden_state"].numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got[1], want["pooler_output"].numpy(), atol=1e-4, rtol=1e-4)
+
+
 def test_the_onnx_route_takes_over_with_dict_outputs(tmp_path, monkeypatch):
     from neocompile.loaders import pytorch
 
