@@ -18,6 +18,9 @@ KNOWN = {
     "cuda-ver": "CUDA version on the device (recorded).",
     "jetpack-version": "JetPack version on the device (recorded).",
     "android-platform": "Android API level 21-29 (recorded; Android is not a registry target yet).",
+    "signature-def-key": "TensorFlow SavedModel: the signature to compile (default serving_default).",
+    "output-names": "TensorFlow frozen GraphDef: the output tensors, a list or comma string, e.g. [\"logits:0\"] "
+                    "(default: the tensors no operation consumes).",
     "verify": "true/false: run the compiled model next to the source framework when possible (default true).",
     "cpu-kernels": "true/false: schedule CPU kernels with neocompile's templates (default true); false leaves TVM's default lowering.",
     "verify-rtol": "Relative tolerance of the verification (default 1e-3; float16/bfloat16/quantized models: 16 units of their arithmetic).",

@@ -309,10 +309,12 @@ def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, An
     else:
         run = lambda xs: runner.run_library(compiled.path, target, xs, package_dir=package_dir)  # noqa: E731
     report = verify(run, loaded.reference, loaded.inputs, names, mode, **tol)
-    # Shapes the importer could not infer statically are taken from the verified run.
+    # Shapes the importer could not infer statically are taken from the verified run; dimensions named after a
+    # symbolic input dimension (an XGBoost model's rows "N") stay symbolic.
+    named = {d for spec in loaded.inputs for d in spec.shape or () if isinstance(d, str)}
     for i, row in enumerate(report.get("outputs", [])):
         spec = loaded.outputs[i] if i < len(loaded.outputs) else None
-        if spec is not None and (spec.shape is None or not all(isinstance(d, int) for d in spec.shape)):
+        if spec is not None and (spec.shape is None or not all(isinstance(d, int) or d in named for d in spec.shape)):
             loaded.outputs[i] = dataclasses.replace(spec, shape=tuple(row["shape"]))
     return report
 
@@ -379,6 +381,8 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
         "Model": {
             "Inputs": [s.to_meta() for s in loaded.inputs],
             "Outputs": [s.to_meta() for s in loaded.outputs],
+            # Framework facts beyond the signature (an XGBoost model's objective, classes, trees), if the loader has any.
+            **({"Details": loaded.model_details} if loaded.model_details else {}),
             # Where the weights are: "external" in compiled.params (passed after the inputs, by name "main:<i>"),
             # or "embedded" in compiled.so (accelerator targets, packages of older versions).
             "Weights": compiled.weights or {"Storage": "embedded", "File": None, "Parameters": {}, "Bytes": 0},

@@ -309,7 +309,8 @@ class Model:
         out = []
         for spec, arr in zip(self._inputs, inputs):
             arr = np.ascontiguousarray(arr)
-            if list(arr.shape) != list(spec["shape"]):
+            # A named dimension (a string such as "N": an XGBoost model's rows) takes any size.
+            if arr.ndim != len(spec["shape"]) or any(a != d for a, d in zip(arr.shape, spec["shape"]) if not isinstance(d, str)):
                 raise PackageError(f"Input '{spec['name']}' has shape {list(arr.shape)}; the model was compiled for {spec['shape']}")
             if str(arr.dtype) != spec["dtype"]:
                 if np.can_cast(arr.dtype, spec["dtype"], casting="same_kind"):

@@ -104,8 +104,12 @@ class Sandbox:
     ``what`` names the model file in crash messages. ``report`` says how the child was confined.
     """
 
-    def __init__(self, root: Path, what: str, limits: Limits | None = None, scratch_in: Path | None = None):
+    def __init__(self, root: Path, what: str, limits: Limits | None = None, scratch_in: Path | None = None,
+                 python: str | None = None):
+        """``python``: another interpreter to run the child with (a framework that cannot live beside neocompile,
+        loaders/mxnet/reference.py); it imports only neocompile itself from here, not this interpreter's packages."""
         self.root, self.what, self.scratch_in = Path(root).resolve(), what, scratch_in
+        self.python = python
         self.limits = limits or Limits.for_model(_tree_bytes(self.root))
         self.report: dict[str, Any] = {}
         self.scratch: Path | None = None
@@ -114,8 +118,10 @@ class Sandbox:
     def __enter__(self) -> "Sandbox":
         self.scratch = Path(tempfile.mkdtemp(prefix="neocompile-load-", dir=self.scratch_in))
         try:
-            for sub in ("home", "tmp", "out"):
+            for sub in ("home", "tmp", "out", "lib"):
                 (self.scratch / sub).mkdir()
+            if self.python is not None:  # neocompile alone on the side interpreter's import path
+                (self.scratch / "lib" / "neocompile").symlink_to(Path(__file__).resolve().parent)
             self.out_fd = os.open(self.scratch / "out", os.O_RDONLY | os.O_DIRECTORY)
             if os.geteuid() == 0:  # the scratch folder itself stays root's: the child cannot swap what is in it
                 for sub in ("home", "tmp", "out"):
@@ -138,7 +144,8 @@ class Sandbox:
         """Run ``func`` ("module:function") in the confined child; raise what it raised (see the module docstring)."""
         assert self.scratch is not None, "use Sandbox as a context manager"
         request = {
-            "func": func, "args": args, "cwd": str(self.root), "path": _import_path(self.root, self.scratch),
+            "func": func, "args": args, "cwd": str(self.root),
+            "path": [str(self.scratch / "lib")] if self.python else _import_path(self.root, self.scratch),
             "home": str(self.scratch / "home"), "tmp": str(self.scratch / "tmp"),
             "limits": dataclasses.asdict(self.limits), "parent": os.getpid(),
             "drop_to": [SANDBOX_UID, SANDBOX_GID] if os.geteuid() == 0 else None,
@@ -150,7 +157,7 @@ class Sandbox:
                 shutil.rmtree(name, dir_fd=self.out_fd, ignore_errors=True)
         with tempfile.TemporaryFile() as log:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", BOOT, str(self.out_fd)], stdin=subprocess.PIPE, stdout=log, stderr=log,
+                [self.python or sys.executable, "-I", "-c", BOOT, str(self.out_fd)], stdin=subprocess.PIPE, stdout=log, stderr=log,
                 env=_child_env(self.scratch), cwd=self.scratch, pass_fds=(self.out_fd,), close_fds=True,
             )
             try:
@@ -491,13 +498,45 @@ def load_model(loader: Any, root: Path, shapes: dict[str, tuple] | None, options
         outputs = [TensorSpec(s["name"], s["dtype"], _shape(s["shape"])) for s in value["outputs"]]
         reference = _recorded(box, inputs, value["reference"])
         detail = f"{value['route']}; {box.summary()}"
+    details = value.get("model_details", {})
+    if value.get("side_reference") is not None and args["reference"]:
+        reference = _side_reference(loader, root, what, inputs, value["side_reference"], details, deadline)
     loaded = LoadedModel(
         mod=mod, inputs=inputs, outputs=outputs, reference=reference, framework=value["framework"],
         framework_version=value["framework_version"], route=value["route"],
         data_input_config={k: list(v) for k, v in value["data_input_config"].items()},
         precision=value["precision"], routes_failed=value.get("routes_failed", []),
+        model_details=details,
     )
     return loaded, detail
+
+
+def _side_reference(loader: Any, root: Path, what: str, inputs: list, side_args: dict[str, Any],
+                    details: dict[str, Any], deadline: float | None) -> "RecordedReference | None":
+    """The framework reference recorded by ``loader.side_reference`` in the side interpreter the loader names
+    (``loader.side_python()``, decided here, never by the load child), in a sandbox of its own; None when there is
+    no such interpreter. ``details["Reference"]`` says which it was, or why there was none."""
+    python, source = loader.side_python()
+    if python is None:
+        details["Reference"] = f"none: {source}"
+        return None
+    details["Reference"] = f"{loader.name.lower()} in a side interpreter ({source}: {python})"
+    with Sandbox(root, what, scratch_in=Path(root).parent, python=str(python)) as box:
+        specs = [dataclasses.asdict(s) for s in inputs]
+        value = box.call("neocompile.sandbox:_record_side", {"call": loader.side_reference, "args": side_args,
+                                                              "inputs": specs}, deadline)
+        return _recorded(box, inputs, value)
+
+
+def _record_side(args: dict[str, Any], out: Output) -> dict[str, Any]:
+    """In a side interpreter's child: the framework's outputs on the seeded verification inputs."""
+    from .datainput import TensorSpec
+
+    module, name = args["call"].split(":")
+    run = getattr(importlib.import_module(module), name)
+    specs = [TensorSpec(s["name"], s["dtype"], _shape(s["shape"])) for s in args["inputs"]]
+    holder = dataclasses.make_dataclass("Side", ["inputs", "reference"])(specs, lambda arrays: run(args["args"], specs, arrays))
+    return _record_reference(holder, out)
 
 
 def _shape(dims: Any) -> tuple | None:
@@ -521,6 +560,8 @@ def _load(args: dict[str, Any], out: Output) -> dict[str, Any]:
         "framework": loaded.framework, "framework_version": loaded.framework_version, "route": loaded.route,
         "data_input_config": loaded.data_input_config, "precision": loaded.precision,
         "routes_failed": loaded.routes_failed,
+        "model_details": loaded.model_details,
+        "side_reference": loaded.side_reference_args,
     }
 
 

@@ -30,16 +30,26 @@ def default_tolerance(precision: str) -> tuple[float, float, str]:
     return 16 * unit, unit, f"default for {precision} arithmetic (rtol 16 units, atol 1 unit of {unit:g})"
 
 
+#: The size verification gives a symbolic dimension (an XGBoost model's rows): not a multiple of the usual row
+#: blocks, so partial blocks are checked too.
+SYMBOLIC_DIM = 203
+
+
 def random_inputs(specs: Sequence[TensorSpec], seed: int = SEED) -> list[np.ndarray]:
-    """Seeded inputs: standard normal for floats, small non-negative integers for ints, 0/1 for bools."""
+    """Seeded inputs: standard normal for floats, the whole range for 8-bit integers (quantized or image inputs:
+    a few small values would sit at one end of the quantization grid), small non-negative integers for wider ints
+    (token ids, indices), 0/1 for bools; a symbolic dimension (a name such as "N") gets ``SYMBOLIC_DIM``."""
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
-        shape = tuple(int(d) for d in spec.shape)
+        shape = tuple(SYMBOLIC_DIM if isinstance(d, str) else int(d) for d in spec.shape)
         if spec.dtype.startswith("float"):
             arrays.append(rng.standard_normal(shape).astype(spec.dtype))
         elif spec.dtype == "bool":
             arrays.append(rng.integers(0, 2, shape).astype(bool))
+        elif spec.dtype in ("int8", "uint8"):
+            info = np.iinfo(spec.dtype)
+            arrays.append(rng.integers(int(info.min), int(info.max) + 1, shape).astype(spec.dtype))
         else:
             arrays.append(rng.integers(0, 10, shape).astype(spec.dtype))
     return arrays

@@ -14,6 +14,15 @@ def test_random_inputs_are_seeded_and_typed():
     np.testing.assert_array_equal(a[0], b[0])
 
 
+def test_eight_bit_inputs_span_their_range_and_indices_stay_small():
+    u8, i8, ids, rows = random_inputs([TensorSpec("img", "uint8", (4096,)), TensorSpec("q", "int8", (4096,)),
+                                       TensorSpec("ids", "int64", (4096,)), TensorSpec("data", "float32", ("N", 3))])
+    assert u8.min() < 16 and u8.max() > 240  # a quantized input's whole grid, not one end of it
+    assert i8.min() < -112 and i8.max() > 112
+    assert 0 <= ids.min() and ids.max() < 10  # token ids and indices must stay valid for small vocabularies
+    assert rows.shape == (203, 3)  # a symbolic dimension gets a size that is no multiple of the row blocks
+
+
 def test_matching_outputs_pass_with_error_numbers():
     report = verify(lambda xs: [xs[0] * 2], lambda xs: [xs[0] * 2 + 1e-7], SPECS, ["y"], "native")
     assert report["status"] == "passed" and 0 < report["outputs"][0]["max_abs_error"] < 1e-6

@@ -10,6 +10,7 @@ from tvm import relax, s_tir
 from ..params import lift_params
 from .constfold import fold_constants_numpy, fold_weight_prepack
 from .fallback import schedule_fallback
+from .fast_math import fast_math
 from .templates import schedule_anchor
 
 
@@ -72,8 +73,9 @@ def schedule_module(mod: tvm.IRModule, target: tvm.target.Target, info: CpuInfo,
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         name = gv.name_hint
-        if is_scheduled(func):
-            report.kernels.setdefault(name, "tuned")
+        if is_scheduled(func):  # a tuning record, or a kernel its loader scheduled by hand (and says how)
+            how = func.attrs.get(HAND_SCHEDULE) if func.attrs is not None else None
+            report.kernels.setdefault(name, f"hand: {how}" if how else "tuned")
             continue
         how, scheduled = _schedule_one(func, target, info, rules)
         report.kernels[name] = how
@@ -139,9 +141,31 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
 
     # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
     # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
-    mod = relax.transform.FastMathTransform()(mod)
+    mod = fast_math(mod)  # TVM's FastMathTransform, also for loops (calls between Relax functions)
     mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
-    return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    before: dict[str, Any] = {}
+    for func in _hand_kernels(mod).values():
+        text = str(func.attrs[HAND_SCHEDULE])
+        before[text] = None if text in before else func  # two kernels with one text: neither is put back
+    mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    # A hand-scheduled kernel (the XGBoost forest) is put back as it was written: the pass would mark its constant
+    # arguments layout-free under a renewed copy of the function, whose symbolic shapes then no longer match its
+    # body, and SplitLayoutRewritePreproc would look for layout-rewrite blocks in it.
+    for gv, func in _hand_kernels(mod).items():
+        original = before.get(str(func.attrs[HAND_SCHEDULE]))
+        if original is not None:
+            mod[gv] = original
+    return mod
+
+
+#: The attribute of a PrimFunc a loader scheduled by hand (the XGBoost forest): its text says how, for the
+#: manifest's Kernels; the pipeline neither schedules it nor packs its constant arguments.
+HAND_SCHEDULE = "neocompile.schedule"
+
+
+def _hand_kernels(mod: tvm.IRModule) -> dict[Any, Any]:
+    return {gv: func for gv, func in mod.functions.items()
+            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and HAND_SCHEDULE in func.attrs}
 
 
 def weight_steps(info: CpuInfo, report: KernelReport,

@@ -32,6 +32,12 @@ class LoadedModel:
     #: Routes tried before ``route`` worked, in order, each ``{"Route": ..., "Error": ...}`` (the manifest's
     #: Compilation.ImportRoutesFailed), so a user sees why the first choice did not take their model.
     routes_failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    #: What the manifest should say about the model beyond its signature (Model.Details), e.g. an XGBoost model's
+    #: objective, num_class, base_score and the trees compiled.
+    model_details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: For a framework that cannot be imported beside neocompile (``Loader.side_reference``): the JSON-able
+    #: arguments of that function (file names inside the archive), from which the reference is recorded.
+    side_reference_args: dict[str, Any] | None = None
 
 
 class Loader:
@@ -46,6 +52,15 @@ class Loader:
     example: ClassVar[str] = '{"data": [1, 3, 224, 224]}'
     #: Whether DataInputConfig may be a list (PyTorch).
     accepts_list: ClassVar[bool] = False
+    #: "module:function" that runs the model in a side interpreter (``side_python``) for verification, called as
+    #: ``function(LoadedModel.side_reference_args, input specs, arrays) -> outputs``; None: the reference runs in
+    #: the load child (``LoadedModel.reference``).
+    side_reference: ClassVar[str | None] = None
+
+    @staticmethod
+    def side_python() -> tuple[Any, str]:
+        """The interpreter for ``side_reference`` and where it came from, or ``(None, why there is none)``."""
+        return None, "no side interpreter"
 
     def find_model(self, root: Path) -> Path:
         """Pick the model file out of the extracted archive using Neo's rules."""

@@ -98,10 +98,10 @@ def test_compiles_and_verifies_against_torch(files, tmp_path, name, arm, where):
     assert all(row["within_tolerance"] for row in report["outputs"])
     assert meta["Compilation"]["ImportRoute"] == ROUTE_EXPORT  # the first route works: nothing failed before it
     assert meta["Compilation"]["ImportRoutesFailed"] == []
-    if name == "bert-traced":  # the dict output's two tensors, per-input int64 dtypes
+    if name == "bert-traced":  # the dict output's two tensors, per-input int64 dtypes, in forward's order
         assert [o["shape"] for o in meta["Model"]["Outputs"]] == [[1, tm.SEQ, 64], [1, 64]]
-        assert [(i["name"], i["dtype"]) for i in meta["Model"]["Inputs"]] == [("attention_mask", "int64"),
-                                                                              ("input_ids", "int64")]
+        assert [(i["name"], i["dtype"]) for i in meta["Model"]["Inputs"]] == [("input_ids", "int64"),
+                                                                              ("attention_mask", "int64")]
 
 
 # -- the loader on the other ways these models are saved --------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""TVM's FastMathTransform (exp/erf/tanh/softmax as TOPI's vectorizable ``fast_*`` forms), safe for modules whose
+Relax functions call other Relax functions.
+
+TVM 0.27's pass reads ``call.op.name`` of every call and fails with "'GlobalVar' object has no attribute 'name'" on a
+call to another function of the module, which is what a loop becomes (TFLite's WHILE from an LSTM: the loop body is
+a recursive Relax function). This is the same rewrite, applied to operator calls only."""
+from __future__ import annotations
+
+import tvm
+from tvm import relax, topi
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+_FAST = {
+    "relax.nn.softmax": lambda bb, call: bb.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis),
+    "relax.exp": lambda bb, call: bb.call_te(topi.fast_exp, call.args[0]),
+    "relax.erf": lambda bb, call: bb.call_te(topi.fast_erf, call.args[0]),
+    "relax.tanh": lambda bb, call: bb.call_te(topi.fast_tanh, call.args[0]),
+}
+
+
+@mutator
+class _FastMath(PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if isinstance(call.op, tvm.ir.Op) and call.op.name in _FAST:
+            return _FAST[call.op.name](self.builder_, call)
+        return super().visit_call_(call)
+
+
+def fast_math(mod: tvm.IRModule) -> tvm.IRModule:
+    """``relax.transform.FastMathTransform()(mod)``, without its failure on calls between Relax functions."""
+    rewriter = _FastMath(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
