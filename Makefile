@@ -3,11 +3,15 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+# The tests' side virtualenv with the real mxnet (1.9.1 needs numpy < 1.24, so never beside neocompile): it writes
+# MXNet checkpoints and mxnet's own outputs for tests/loaders/test_mxnet.py (tests/mxnet_gen.py).
+MXNET_VENV := .venv-mxnet
 BIN := $(VENV)/bin
 STAMPS := .stamps
 # binutils-*: the cross objdumps with which `make bench` counts NEON instructions in ARM packages.
+# libgomp1, libquadmath0: what mxnet 1.9.1's libmxnet.so links against (the test-only side virtualenv below).
 APT_PACKAGES := g++ binutils binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf libc6-arm64-cross libc6-armhf-cross \
-  qemu-user debootstrap
+  qemu-user debootstrap libgomp1 libquadmath0
 OUT ?= out
 EXAMPLE := examples/model.tar.gz
 CROSS_TARGET ?= rasp3b
@@ -39,6 +43,16 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 
 deps: $(STAMPS)/venv
 
+$(STAMPS)/mxnet-venv: $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@test -x $(MXNET_VENV)/bin/python || $(PYTHON) -m venv $(MXNET_VENV)
+	@echo "pip: installing mxnet 1.9.1 and numpy 1.23.5 into $(MXNET_VENV) (test-only side environment)"
+	@set -o pipefail; $(MXNET_VENV)/bin/pip install -q --disable-pip-version-check mxnet==1.9.1 numpy==1.23.5 2>&1 \
+	  | { grep -v "^WARNING: Location" || true; }
+	@$(MXNET_VENV)/bin/python -c "import mxnet; mxnet.nd.ones((1,)).asnumpy()" \
+	  || { echo "mxnet side environment install failed: see the pip output above"; exit 1; }
+	@touch $@
+
 # Compile the bundled example for the best registry device this CPU runs natively and for one cross
 # target, then run the host package and print its outputs.
 run: deps
@@ -52,7 +66,7 @@ run: deps
 	echo "== run $(OUT)/model-$$host.tar.gz"; \
 	$(BIN)/neocompile run $(OUT)/model-$$host.tar.gz
 
-test: deps
+test: deps $(STAMPS)/mxnet-venv
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The benchmark's extra (matplotlib for the chart) on top of the test dependencies (torch).
@@ -78,4 +92,4 @@ clean:
 	rm -rf $(OUT) bench/work .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV) $(STAMPS) *.egg-info
+	rm -rf $(VENV) $(MXNET_VENV) $(STAMPS) *.egg-info

@@ -67,7 +67,7 @@ def _positive_int(text: str) -> int:
 
 def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-uri", "--s3-uri", dest="model_uri", help="the model.tar.gz: s3://bucket/key, file:///path or a path")
-    p.add_argument("--framework", help="ONNX | PYTORCH (TENSORFLOW, KERAS, MXNET, TFLITE, XGBOOST: later releases)")
+    p.add_argument("--framework", help="ONNX | PYTORCH | TENSORFLOW | KERAS | TFLITE | MXNET | XGBOOST (DARKNET, SKLEARN: later releases)")
     p.add_argument("--framework-version", help="InputConfig.FrameworkVersion (recorded in the manifest)")
     p.add_argument("--data-input-config", help='input names and shapes, e.g. \'{"data":[1,3,224,224]}\' (PyTorch also [[1,3,224,224]])')
     target = p.add_mutually_exclusive_group()  # as in AWS: a device or a platform, never both

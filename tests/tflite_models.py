@@ -1,9 +1,10 @@
 """TFLite models as TensorFlow's converter really writes them, built in the tests (seeded weights, nothing
-downloaded): a float CNN with BatchNorm and a depthwise conv, an MLP, and full-integer quantized CNNs with int8 and
-uint8 input/output. Every builder returns the ``.tflite`` file's bytes."""
+downloaded): a float CNN with BatchNorm and a depthwise conv, an MLP, full-integer quantized CNNs with int8 and
+uint8 input/output, and a quantized model of data-movement operators. Every builder returns the ``.tflite`` file's bytes."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,19 +31,23 @@ def _randomize_batchnorm(model: Any) -> None:
 
 
 def cnn() -> Any:
-    """Conv -> BatchNorm -> ReLU -> DepthwiseConv -> BatchNorm -> ReLU6 -> Conv 1x1 -> global average pool ->
-    Dense -> softmax, NHWC (a MobileNet block in small)."""
+    """Conv -> BatchNorm -> ReLU -> pad -> DepthwiseConv -> BatchNorm -> ReLU6 -> Conv 1x1, plus a max-pooled residual
+    branch, -> global average pool -> BatchNorm -> Dense -> softmax, NHWC (a MobileNet block in small). The
+    converter folds a BatchNorm after a conv into it; the one after the pool stays (MUL and ADD)."""
     keras = _keras()
     layers = keras.layers
     x = inp = keras.Input(shape=CNN_SHAPE[1:], batch_size=1, name="input")
     x = layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
-    x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.ZeroPadding2D(1)(x)  # padding SAME cannot express: a PAD (quantized: with the zero point)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU(6.0)(x)
-    x = layers.Conv2D(16, 1)(x)
+    x = layers.Conv2D(8, 1)(x)
+    x = layers.Add()([x, layers.MaxPooling2D(2)(inp[..., :1] * 0.5 + 0.25)])
     x = layers.GlobalAveragePooling2D()(x)
+    x = layers.BatchNormalization()(x)
     x = layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inp, x)
     _randomize_batchnorm(model)
@@ -57,6 +62,19 @@ def mlp() -> Any:
     x = layers.Dense(32, activation="relu")(inp)
     x = layers.Dense(16, activation="tanh")(x)
     return keras.Model(inp, layers.Dense(4)(x))
+
+
+def data_movement() -> Any:
+    """Conv, then transpose, crop + pad, pool + nearest upsampling, concatenated: the quantized operators that only
+    move values (TRANSPOSE, STRIDED_SLICE, PAD, TILE), which TVM's frontend refuses on int8 tensors by itself."""
+    keras = _keras()
+    layers = keras.layers
+    inp = keras.Input(shape=(6, 6, 4), batch_size=1, name="input")
+    x = layers.Conv2D(4, 1, activation="relu")(inp)
+    cropped = layers.ZeroPadding2D(((0, 1), (1, 0)))(layers.Cropping2D(((1, 0), (0, 1)))(x))
+    upsampled = layers.UpSampling2D(2)(layers.MaxPooling2D(2)(x))
+    y = layers.Concatenate()([layers.Permute((2, 1, 3))(x), cropped, upsampled])
+    return keras.Model(inp, layers.Reshape((108,))(layers.Conv2D(3, 1)(y)))
 
 
 def convert(model: Any, quantize: str | None = None) -> bytes:
@@ -80,11 +98,24 @@ def convert(model: Any, quantize: str | None = None) -> bytes:
     return converter.convert()
 
 
+def dynamic_range() -> bytes:
+    """Dynamic-range quantization (int8 weights, float activations): ``Optimize.DEFAULT`` without a representative
+    dataset. The converter leaves weights under 1024 elements in float, so the layer is 20 x 64."""
+    import tensorflow as tf
+
+    keras = _keras()
+    inp = keras.Input(shape=(MLP_FEATURES,), name="features")
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, keras.layers.Dense(64)(inp)))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
 BUILDERS: dict[str, Callable[[], bytes]] = {
     "cnn": lambda: convert(cnn()),
     "mlp": lambda: convert(mlp()),
     "cnn-int8": lambda: convert(cnn(), "int8"),
     "cnn-uint8": lambda: convert(cnn(), "uint8"),
+    "moves-int8": lambda: convert(data_movement(), "int8"),
 }
 
 

@@ -3,13 +3,23 @@ from __future__ import annotations
 
 from ..errors import InputConfigurationError, ValidationError
 from .base import LoadedModel, Loader
+from .keras import KerasLoader
+from .mxnet import MXNetLoader
 from .onnx import OnnxLoader
 from .pytorch import PyTorchLoader
+from .tensorflow import TensorFlowLoader
+from .xgboost import XGBoostLoader
+from .tflite import TFLiteLoader
 
 # One line per framework; each module imports its framework lazily (inside its methods).
 _CLASSES: tuple[type[Loader], ...] = (
+    KerasLoader,
+    MXNetLoader,
     OnnxLoader,
     PyTorchLoader,
+    TensorFlowLoader,
+    TFLiteLoader,
+    XGBoostLoader,
 )
 LOADERS: dict[str, type[Loader]] = {cls.name: cls for cls in _CLASSES}
 

@@ -47,8 +47,12 @@ def test_a_corrupt_file_is_reported_not_crashed(tmp_path):
 
 
 def test_frameworks_without_a_loader_yet_say_so():
-    with pytest.raises(InputConfigurationError, match="'TENSORFLOW' is not supported by this version of neocompile yet; supported: ONNX, PYTORCH"):
-        get_loader("TENSORFLOW")
+    from neocompile.loaders import LOADERS
+
+    supported = ", ".join(sorted(LOADERS))
+    assert "DARKNET" not in LOADERS and {"ONNX", "PYTORCH"} <= set(LOADERS)
+    with pytest.raises(InputConfigurationError, match=f"'DARKNET' is not supported by this version of neocompile yet; supported: {supported}"):
+        get_loader("DARKNET")
 
 
 def test_contrib_domain_operators_are_named_with_their_domain(tmp_path):
