@@ -308,7 +308,7 @@ def _verify(p: Plan, loaded, compiled, package_dir: Path | None) -> dict[str, An
         run = lambda xs: run_library(compiled.path, xs)  # noqa: E731  (in-process Python runtime)
     else:
         run = lambda xs: runner.run_library(compiled.path, target, xs, package_dir=package_dir)  # noqa: E731
-    report = verify(run, loaded.reference, loaded.inputs, names, mode, **tol)
+    report = verify(run, loaded.reference, loaded.inputs, names, mode, missing=loaded.missing_values, **tol)
     # Shapes the importer could not infer statically are taken from the verified run; dimensions named after a
     # symbolic input dimension (an XGBoost model's rows "N") stay symbolic.
     named = {d for spec in loaded.inputs for d in spec.shape or () if isinstance(d, str)}

@@ -496,7 +496,8 @@ def load_model(loader: Any, root: Path, shapes: dict[str, tuple] | None, options
         mod = _restore_module(box, value["params"])
         inputs = [TensorSpec(s["name"], s["dtype"], _shape(s["shape"])) for s in value["inputs"]]
         outputs = [TensorSpec(s["name"], s["dtype"], _shape(s["shape"])) for s in value["outputs"]]
-        reference = _recorded(box, inputs, value["reference"])
+        missing = float(value.get("missing_values", 0.0))
+        reference = _recorded(box, inputs, value["reference"], missing)
         detail = f"{value['route']}; {box.summary()}"
     details = value.get("model_details", {})
     if value.get("side_reference") is not None and args["reference"]:
@@ -506,7 +507,7 @@ def load_model(loader: Any, root: Path, shapes: dict[str, tuple] | None, options
         framework_version=value["framework_version"], route=value["route"],
         data_input_config={k: list(v) for k, v in value["data_input_config"].items()},
         precision=value["precision"], routes_failed=value.get("routes_failed", []),
-        model_details=details,
+        model_details=details, missing_values=missing,
     )
     return loaded, detail
 
@@ -562,6 +563,7 @@ def _load(args: dict[str, Any], out: Output) -> dict[str, Any]:
         "routes_failed": loaded.routes_failed,
         "model_details": loaded.model_details,
         "side_reference": loaded.side_reference_args,
+        "missing_values": loaded.missing_values,
     }
 
 
@@ -626,7 +628,7 @@ def _record_reference(loaded: Any, out: Output) -> dict[str, Any]:
     from .verify import random_inputs
 
     try:
-        outputs = loaded.reference(random_inputs(loaded.inputs))
+        outputs = loaded.reference(random_inputs(loaded.inputs, missing=getattr(loaded, "missing_values", 0.0)))
     except MemoryError:
         raise
     except NeoError as exc:
@@ -638,24 +640,26 @@ def _record_reference(loaded: Any, out: Output) -> dict[str, Any]:
     return {"count": len(outputs)}
 
 
-def _recorded(box: Sandbox, inputs: list[Any], data: dict[str, Any] | None) -> "RecordedReference | None":
+def _recorded(box: Sandbox, inputs: list[Any], data: dict[str, Any] | None,
+              missing: float = 0.0) -> "RecordedReference | None":
     if data is None:
         return None
     if "error" in data:
-        return RecordedReference(inputs, [], _neo_error(data["error"]))
+        return RecordedReference(inputs, [], _neo_error(data["error"]), missing)
     if "failed" in data:
         return RecordedReference(inputs, [], errors.VerificationError(
             f"Verification failed: the source framework could not run the model on the seeded verification inputs: "
-            f"{data['failed']}"))
-    return RecordedReference(inputs, [box.load_array(f"reference{i}.npy") for i in range(int(data["count"]))])
+            f"{data['failed']}"), missing)
+    return RecordedReference(inputs, [box.load_array(f"reference{i}.npy") for i in range(int(data["count"]))], None,
+                             missing)
 
 
 class RecordedReference:
     """The source framework's outputs, recorded in the load sandbox for the seeded verification inputs
     (``verify.random_inputs(inputs)``); called with those inputs it returns them, as the framework would."""
 
-    def __init__(self, inputs: list[Any], outputs: list[Any], error: NeoError | None = None):
-        self.inputs, self.outputs, self.error = inputs, outputs, error
+    def __init__(self, inputs: list[Any], outputs: list[Any], error: NeoError | None = None, missing: float = 0.0):
+        self.inputs, self.outputs, self.error, self.missing = inputs, outputs, error, missing
 
     def __call__(self, arrays: Sequence[Any]) -> list[Any]:
         import numpy as np
@@ -664,9 +668,9 @@ class RecordedReference:
 
         if self.error is not None:
             raise self.error
-        seeded = random_inputs(self.inputs)
+        seeded = random_inputs(self.inputs, missing=self.missing)
         if len(arrays) != len(seeded) or not all(
-            np.asarray(a).dtype == s.dtype and np.array_equal(a, s) for a, s in zip(arrays, seeded)
+            np.asarray(a).dtype == s.dtype and np.array_equal(a, s, equal_nan=s.dtype.kind == "f") for a, s in zip(arrays, seeded)
         ):
             raise ValueError("this reference was recorded in the load sandbox for the seeded verification inputs only")
         return [o.copy() for o in self.outputs]

@@ -35,16 +35,20 @@ def default_tolerance(precision: str) -> tuple[float, float, str]:
 SYMBOLIC_DIM = 203
 
 
-def random_inputs(specs: Sequence[TensorSpec], seed: int = SEED) -> list[np.ndarray]:
+def random_inputs(specs: Sequence[TensorSpec], seed: int = SEED, missing: float = 0.0) -> list[np.ndarray]:
     """Seeded inputs: standard normal for floats, the whole range for 8-bit integers (quantized or image inputs:
     a few small values would sit at one end of the quantization grid), small non-negative integers for wider ints
-    (token ids, indices), 0/1 for bools; a symbolic dimension (a name such as "N") gets ``SYMBOLIC_DIM``."""
+    (token ids, indices), 0/1 for bools; a symbolic dimension (a name such as "N") gets ``SYMBOLIC_DIM``.
+    ``missing``: the fraction of float values made NaN, for a model that handles missing values (XGBoost)."""
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
         shape = tuple(SYMBOLIC_DIM if isinstance(d, str) else int(d) for d in spec.shape)
         if spec.dtype.startswith("float"):
-            arrays.append(rng.standard_normal(shape).astype(spec.dtype))
+            values = rng.standard_normal(shape).astype(spec.dtype)
+            if missing:
+                values[np.random.default_rng(seed + 1).random(shape) < missing] = np.nan
+            arrays.append(values)
         elif spec.dtype == "bool":
             arrays.append(rng.integers(0, 2, shape).astype(bool))
         elif spec.dtype in ("int8", "uint8"):
@@ -92,12 +96,13 @@ def verify(
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
     tolerance_source: str = "",
+    missing: float = 0.0,
 ) -> dict[str, Any]:
     """Run both sides, return the report; raise VerificationError when outside tolerance.
 
     ``tolerance_source`` says where rtol/atol came from (CompilerOptions or the model's precision); it goes into
     the report and the error."""
-    arrays = random_inputs(inputs)
+    arrays = random_inputs(inputs, missing=missing)
     start = time.perf_counter()
     expected = reference(arrays)
     actual = run_compiled(arrays)
@@ -109,6 +114,7 @@ def verify(
         "rtol": rtol,
         "atol": atol,
         **({"tolerance": tolerance_source} if tolerance_source else {}),
+        **({"missing": missing} if missing else {}),
         "outputs": rows,
         "seconds": round(time.perf_counter() - start, 3),
     }

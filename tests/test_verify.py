@@ -21,6 +21,11 @@ def test_eight_bit_inputs_span_their_range_and_indices_stay_small():
     assert i8.min() < -112 and i8.max() > 112
     assert 0 <= ids.min() and ids.max() < 10  # token ids and indices must stay valid for small vocabularies
     assert rows.shape == (203, 3)  # a symbolic dimension gets a size that is no multiple of the row blocks
+    specs = [TensorSpec("data", "float32", (1000,)), TensorSpec("ids", "int64", (4096,))]
+    (with_nan, ids_nan), (plain, ids_plain) = random_inputs(specs, missing=0.25), random_inputs(specs)
+    assert 0.2 < np.isnan(with_nan).mean() < 0.3 and not np.isnan(plain).any()  # NaN only when asked
+    keep = ~np.isnan(with_nan)  # the same values otherwise, and integer inputs untouched
+    assert np.array_equal(with_nan[keep], plain[keep]) and np.array_equal(ids_nan, ids_plain)
 
 
 def test_matching_outputs_pass_with_error_numbers():

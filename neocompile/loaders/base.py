@@ -38,6 +38,9 @@ class LoadedModel:
     #: For a framework that cannot be imported beside neocompile (``Loader.side_reference``): the JSON-able
     #: arguments of that function (file names inside the archive), from which the reference is recorded.
     side_reference_args: dict[str, Any] | None = None
+    #: The fraction of float input values verification makes NaN, for a model that handles missing values (XGBoost's
+    #: default branches); 0 for the others, whose outputs a NaN would only spread through.
+    missing_values: float = 0.0
 
 
 class Loader:

@@ -28,6 +28,8 @@ ROUTE = "xgboost ({fmt}) -> treelite.frontend -> neocompile forest kernel (TIR, 
 INPUT = "data"
 ROWS = "N"  # the symbolic row count of the input and output
 ROW_BLOCK = 16  # rows walked together through one tree
+#: The fraction of the verification inputs that is NaN: every job checks the default branches too.
+MISSING_IN_VERIFICATION = 0.1
 #: Full-depth padding is used while it costs at most this many leaves over all trees (else child indices).
 PADDED_LEAF_BUDGET = 1 << 20
 SAVE_HINT = ("Save the model with Booster.save_model('xgboost-model.json') (JSON) or 'xgboost-model.ubj' (UBJSON); "
@@ -633,6 +635,7 @@ class XGBoostLoader(Loader):
             route=ROUTE.format(fmt=_FORMAT_NAMES[fmt]) + f"; verified against {checked}",
             data_input_config={name: [rows if rows is not None else ROWS, num_feature]},
             model_details=details,
+            missing_values=MISSING_IN_VERIFICATION,
         )
 
     def _check_shapes(self, shapes: dict[str, tuple[int, ...]] | None, num_feature: int) -> tuple[str, int | None]:

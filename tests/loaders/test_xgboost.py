@@ -218,6 +218,7 @@ def test_compiles_verifies_and_runs_any_number_of_rows(archives, tmp_path, name,
     assert report["status"] == "passed", report
     assert report["mode"].startswith("native" if target == X86 else "emulated: qemu-")
     assert report["outputs"][0]["shape"][0] == 203  # the verification's rows
+    assert report["missing"] == 0.1  # a tenth of the verification's values are NaN: the default branches are checked
     with tarfile.open(result.artifact_uri) as tar:
         meta = json.load(tar.extractfile("compiled.meta"))
     assert meta["Model"]["Inputs"] == [{"name": "data", "dtype": "float32", "shape": ["N", xm.NUM_FEATURE]}]
