@@ -18,7 +18,7 @@ py=$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}"
 [ "$py" = 311 ] || { echo "docker/build.sh: needs the host's python3 to be 3.11 (the image's Python), found $py"; exit 1; }
 mkdir -p docker/wheels
 echo "docker/build.sh: wheelhouse"
-python3 -m pip download -q -d docker/wheels '.[pytorch]' 'setuptools>=68' 2>&1 | grep -v '^WARNING: Location' || true
+python3 -m pip download -q -d docker/wheels '.[pytorch,tensorflow,xgboost]' 'setuptools>=68' 2>&1 | grep -v '^WARNING: Location' || true
 # The aarch64 TVM runtime is taken from PyPI's aarch64 wheels: put them in the wheelhouse too, so the image
 # can fill its runtime cache without network.
 tvm=$(sed -n 's/.*"apache-tvm==\([^"]*\)".*/\1/p' pyproject.toml)
