@@ -5,7 +5,7 @@ file its framework writes and timed at 1 thread against that framework and onnxr
   heads, FFN 1536; seeded random weights, nothing downloaded) on int64 ``input_ids`` + ``attention_mask`` at seq 128,
   compiled twice: from the traced TorchScript file (PYTORCH) and from its ``torch.onnx.export`` (ONNX, opset 17);
   baselines torch (the traced module) and onnxruntime (the ONNX file).
-- ``keras_mobilenet_v2``: ``keras.applications.MobileNetV2(weights=None)`` exported as a SavedModel (TENSORFLOW,
+- ``keras_mobilenet_v2``: ``keras.applications.MobileNetV2(weights=None)``, logits out, exported as a SavedModel (TENSORFLOW,
   NHWC 1x224x224x3); baselines TensorFlow (the SavedModel's serving signature) and onnxruntime (tf2onnx's export).
 - ``xgboost``: 100 trees of depth 6 trained on 10,000 rows x 20 features (XGBOOST, the JSON model file); baseline
   ``Booster.inplace_predict`` (nthread 1) on the same 10,000 rows.
@@ -96,7 +96,8 @@ def build_keras_mobilenet_v2(folder: Path) -> dict[str, Any]:
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
-    model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    # Logits out (no softmax): with random weights the softmax saturates to exact 0/1, which would hide differences.
+    model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     saved = folder / "saved_model"
     model.export(str(saved))  # a SavedModel with a serving_default signature, as TF Serving and Neo take it
     x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)
