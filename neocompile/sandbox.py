@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -536,8 +537,8 @@ def _record_side(args: dict[str, Any], out: Output) -> dict[str, Any]:
     module, name = args["call"].split(":")
     run = getattr(importlib.import_module(module), name)
     specs = [TensorSpec(s["name"], s["dtype"], _shape(s["shape"])) for s in args["inputs"]]
-    holder = dataclasses.make_dataclass("Side", ["inputs", "reference"])(specs, lambda arrays: run(args["args"], specs, arrays))
-    return _record_reference(holder, out)
+    side = types.SimpleNamespace(inputs=specs, missing_values=0.0, reference=lambda arrays: run(args["args"], specs, arrays))
+    return _record_reference(side, out)
 
 
 def _shape(dims: Any) -> tuple | None:
@@ -628,7 +629,7 @@ def _record_reference(loaded: Any, out: Output) -> dict[str, Any]:
     from .verify import random_inputs
 
     try:
-        outputs = loaded.reference(random_inputs(loaded.inputs, missing=getattr(loaded, "missing_values", 0.0)))
+        outputs = loaded.reference(random_inputs(loaded.inputs, missing=loaded.missing_values))
     except MemoryError:
         raise
     except NeoError as exc:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from tests.tf_models import _randomize_batchnorm  # noqa: E402  (one copy for the TF-family builders)
 
 SIZE = 12  # spatial size of the CNNs: small, so that compiling and running under qemu stays quick
 CNN_SHAPE = (1, SIZE, SIZE, 3)
@@ -20,14 +21,6 @@ def _keras() -> Any:
     return tf.keras
 
 
-def _randomize_batchnorm(model: Any) -> None:
-    """Give every BatchNormalization layer non-trivial statistics (a fresh one is the identity)."""
-    rng = np.random.default_rng(1)
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n).astype("float32"), rng.normal(0, 0.2, n).astype("float32"),
-                               rng.normal(0, 0.2, n).astype("float32"), rng.uniform(0.5, 2.0, n).astype("float32")])
 
 
 def cnn() -> Any:
