@@ -10,8 +10,9 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 # binutils-*: the cross objdumps with which `make bench` counts NEON instructions in ARM packages.
 # libgomp1, libquadmath0: what mxnet 1.9.1's libmxnet.so links against (the test-only side virtualenv below).
+# postgresql: the server binaries (initdb, pg_ctl) of the throwaway cluster the job-store tests start (tests/service/pg.py).
 APT_PACKAGES := g++ binutils binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf libc6-arm64-cross libc6-armhf-cross \
-  qemu-user debootstrap libgomp1 libquadmath0
+  qemu-user debootstrap libgomp1 libquadmath0 postgresql
 OUT ?= out
 EXAMPLE := examples/model.tar.gz
 CROSS_TARGET ?= rasp3b

@@ -460,6 +460,47 @@ def _check_prune_args(args: argparse.Namespace) -> None:
         args.parser.error("give --older-than DAYS, --target-device NAME or --all")
 
 
+def _add_service_commands(sub: Any) -> None:
+    from .service import client
+
+    ps = sub.add_parser("serve", help="serve SageMaker's compilation-job API (boto3, aws sagemaker --endpoint-url)",
+                        description="Serve CreateCompilationJob, DescribeCompilationJob, ListCompilationJobs, "
+                        "StopCompilationJob, DeleteCompilationJob and AddTags/ListTags/DeleteTags over SageMaker's wire "
+                        "protocol, with local worker processes that run the compiles.")
+    ps.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need access keys)")
+    ps.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    _add_store_args(ps)
+    ps.add_argument("--workers", type=int, default=1, help="local worker processes (default 1; 0: only the API)")
+    ps.add_argument("--access-keys", help="AWS shared-credentials style file of access keys; when any are configured "
+                    "(or NEOCOMPILE_ACCESS_KEY_ID/NEOCOMPILE_SECRET_ACCESS_KEY), every request must be SigV4-signed")
+    ps.add_argument("--verbose", action="store_true", help="log every request")
+    ps.set_defaults(func=cmd_serve)
+    pw = sub.add_parser("worker", help="run compilation jobs from a job store (scale out: one per core group/machine)")
+    _add_store_args(pw)
+    pw.set_defaults(func=cmd_worker)
+    client.add_commands(sub, _add_compile_args)
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="where the embedded SQLite job store lives (default $NEOCOMPILE_DATA_DIR, "
+                   "else ~/.local/state/neocompile)")
+    p.add_argument("--store", help="job store URL instead: postgresql://user:password@host/db (default $NEOCOMPILE_STORE_URL)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service import server
+
+    server.setup_logging(args.verbose)
+    return server.serve(args.host, args.port, args.data_dir, args.workers, args.store, args.access_keys)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .service import server
+
+    server.setup_logging()
+    return server.run_worker(args.data_dir, args.store)
+
+
 def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
     if subcommands:
         parser = _Parser(prog=prog, description="neocompile: an open, self-hosted SageMaker Neo.")
@@ -480,6 +521,7 @@ def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
                         help="threads per run (default: $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every usable core)")
         pr.set_defaults(func=cmd_run)
         _add_tuning_commands(sub)
+        _add_service_commands(sub)
     else:
         parser = _Parser(prog=prog, description=PROG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--version", action="version", version=f"neocompile {_version()}")

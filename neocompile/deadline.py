@@ -14,15 +14,18 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .errors import JobTimeout, NeoError
+from .errors import JobStopped, JobTimeout, NeoError
 
-GRACE_SECONDS = 5.0
+# A stop must end a compile within 2 s: TVM does not handle SIGTERM (the default action ends it at once), but a
+# child that does gets this long before SIGKILL.
+GRACE_SECONDS = 1.0
 
 
 def _child(request: Any, q: Any, workdir: str) -> None:
     os.setpgid(0, 0)
+    _die_with_parent()
     from . import pipeline
 
     try:
@@ -32,6 +35,16 @@ def _child(request: Any, q: Any, workdir: str) -> None:
         q.put(("error", exc))
     except BaseException:  # report, never hang the parent
         q.put(("crash", traceback.format_exc()))
+
+
+def _die_with_parent() -> None:
+    """A supervisor killed with SIGKILL cannot kill its compile: the kernel does it (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def kill_group(proc: Any) -> None:
@@ -52,6 +65,18 @@ def kill_group(proc: Any) -> None:
 
 def run_with_deadline(request: Any, seconds: float, progress=None):
     """Run ``pipeline.run(request)`` in a child; raise JobTimeout when it outlives ``seconds``."""
+    return run_supervised(request, progress, deadline=time.time() + seconds, limit=seconds)
+
+
+def run_supervised(request: Any, progress=None, deadline: float | None = None, limit: float | None = None,
+                   should_stop: Callable[[], str | None] | None = None, poll: float = 0.25):
+    """Run ``pipeline.run(request)`` in a child process group and return its result.
+
+    ``deadline`` is an epoch time (a job's CompilationStartTime + MaxRuntimeInSeconds, which ``limit`` names in the
+    message): past it the group is killed and JobTimeout raised. ``should_stop`` is called every ``poll`` seconds;
+    when it returns a reason the group is killed and JobStopped(reason) raised. Either way a pending multipart
+    upload is aborted, so nothing half-written stays at the output location.
+    """
     from . import pipeline, storage
 
     p = pipeline.plan(request)  # validate in the parent: bad input fails fast, without a child
@@ -59,21 +84,28 @@ def run_with_deadline(request: Any, seconds: float, progress=None):
     q = ctx.Queue()
     workdir = tempfile.mkdtemp(prefix="neocompile-")
     proc = ctx.Process(target=_child, args=(request, q, workdir), daemon=True)
-    deadline = time.monotonic() + seconds
     current = "start"
+
+    def end(exc: NeoError) -> NeoError:
+        kill_group(proc)
+        storage.discard_partial(request.output_location, p.artifact_name)
+        return exc
+
     proc.start()
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                kill_group(proc)
-                storage.discard_partial(request.output_location, p.artifact_name)
-                raise JobTimeout(
-                    f"The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds ({seconds:g} s) during the "
+            left = None if deadline is None else deadline - time.time()
+            if left is not None and left <= 0:
+                took = f" ({limit:g} s)" if limit is not None else ""
+                raise end(JobTimeout(
+                    f"The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds{took} during the "
                     f"'{current}' stage and was stopped; no output was written"
-                )
+                ))
+            reason = should_stop() if should_stop else None
+            if reason:
+                raise end(JobStopped(reason))
             try:
-                kind, value = q.get(timeout=min(left, 0.5))
+                kind, value = q.get(timeout=poll if left is None else min(left, poll))
             except queue.Empty:
                 if not proc.is_alive() and q.empty():
                     raise NeoError(f"The compilation worker died unexpectedly (exit code {proc.exitcode}) during the '{current}' stage")

@@ -74,3 +74,9 @@ class PackageError(NeoError):
     """A compiled package cannot be loaded or run here (wrong device, wrong architecture, damaged)."""
 
     category = "PackageError"
+
+
+class JobStopped(NeoError):
+    """StopCompilationJob (or the loss of the job) ended a running compile."""
+
+    category = "Stopped"

@@ -183,7 +183,8 @@ class _Stage:
 
     def __enter__(self):
         if self.owner.deadline is not None and time.monotonic() > self.owner.deadline:
-            raise JobTimeout("The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds")
+            raise JobTimeout(f"The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds before the '{self.name}' "
+                             "stage and was stopped; no output was written")
         self.start = time.perf_counter()
         self.owner.progress(StageEvent(self.name, "start"))
         return self

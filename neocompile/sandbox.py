@@ -170,7 +170,8 @@ class Sandbox:
                 try:
                     proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    raise JobTimeout("The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds") from None
+                    raise JobTimeout("The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds during the 'load' "
+                                     "stage (the model import was stopped); no output was written") from None
             finally:
                 if proc.poll() is None:
                     proc.kill()

@@ -1,0 +1,2 @@
+"""Fixtures of the job-service tests."""
+from tests.service.pg import postgres_db, postgres_url  # noqa: F401  (a throwaway PostgreSQL cluster)
