@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from .. import __version__
 from .store import now as now_ms
 from .store import (COMPLETED, FAILED, INPROGRESS, RUNNING, STARTING, STOPPED, STOPPING, TERMINAL, JobRecord, JobStore,
                     ListQuery, NameTaken)
@@ -115,6 +116,10 @@ class JobService:
                            ("VpcConfig", req.get("VpcConfig")), ("ModelPackageVersionArn", req.get("ModelPackageVersionArn"))):
             if value is not None:
                 out[key] = value
+        if job.status == COMPLETED and str(req["OutputConfig"].get("TargetDevice", "")).startswith("ml_"):
+            # Neo names the serving container for cloud instances; a neocompile package runs in the image docker/
+            # builds (`neocompile run`, runtime.Model), tagged with the version that compiled it.
+            out["InferenceImage"] = f"neocompile:{__version__}"
         if job.artifact_digest:
             out["ModelDigests"] = {"ArtifactDigest": job.artifact_digest}
         if job.derived_input:
@@ -237,7 +242,7 @@ class JobService:
                 change = dict(status=STOPPED, end_time=now, stage=f"stopped: {lost}")
             elif job.deadline is not None and now >= job.deadline:
                 change = dict(status=FAILED, end_time=now, failure_reason=failure_reason(
-                    f"TimeOut: The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds; {lost}"))
+                    f"ClientError: The compilation job exceeded StoppingCondition.MaxRuntimeInSeconds; {lost}"))
             elif job.attempts < MAX_ATTEMPTS:
                 change = dict(status=STARTING, stage=f"re-queued: {lost}")
             else:

@@ -89,6 +89,7 @@ def test_boto3_create_wait_download_and_run(api, model_uri, s3_env, s3_server, t
     assert json.loads(d["DerivedInformation"]["DerivedDataInputConfig"]) == {"data": [1, 3, 64, 64]}
     assert d["RoleArn"] == ROLE and d["InputConfig"]["Framework"] == "ONNX" and d["StoppingCondition"] == {"MaxRuntimeInSeconds": 900}
     assert d["ResponseMetadata"]["HTTPHeaders"]["x-neocompile-stage"] == "completed"
+    assert d["InferenceImage"].startswith("neocompile:")  # ml_* targets: the image that serves packages
     local = tmp_path / "model-ml_c4.tar.gz"
     s3_server.client().download_file(s3_env, "out/model-ml_c4.tar.gz", str(local))
     assert d["ModelDigests"]["ArtifactDigest"] == blake2b_file(local)
@@ -384,6 +385,27 @@ def test_neocompile_jobs_commands(api, model_uri, s3_env):
     assert "via-cli" in jobs("list").stdout
     failed = jobs("create", "--job-name", "no-model", "--framework", "ONNX", "--model-uri", f"s3://{s3_env}/missing.tar.gz",
                   "--data-input-config", CONFIG, "--target-device", "ml_c4", "--output-location", f"s3://{s3_env}/x", "--wait")
-    assert failed.returncode == 1 and "no-model FAILED" in failed.stderr
+    assert failed.returncode == 1 and "no-model FAILED: ClientError: InputConfiguration: " in failed.stderr
     missing = jobs("describe", "ghost")
     assert missing.returncode == 1 and "ResourceNotFound" in missing.stderr
+
+
+def test_standalone_workers_take_jobs_from_a_shared_postgres_store(tmp_path, postgres_db, model_uri, s3_env):
+    """Scale-out: an API-only server and two `neocompile worker` processes that know only the store's URL."""
+    server = ApiProcess(tmp_path / "data", store=postgres_db, workers=0).start()
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = [subprocess.Popen([sys.executable, "-m", "neocompile", "worker", "--store", postgres_db],
+                                stderr=log.open("w")) for log in logs]
+    try:
+        client = server.client()
+        for name in ("left", "right"):
+            create(client, name, model_uri, f"s3://{s3_env}/{name}")
+        for name in ("left", "right"):
+            d = wait_for(client, name, timeout=300)
+            assert d["CompilationJobStatus"] == "COMPLETED", d["FailureReason"]
+        assert sorted(log.read_text().count(": taken by ") for log in logs) == [1, 1]  # one job each
+    finally:
+        for proc in workers:
+            proc.terminate()
+            proc.wait(30)
+        server.stop()
