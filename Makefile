@@ -65,7 +65,9 @@ run: deps
 	    --target-device $$t --output-location $(OUT) || exit 1; \
 	done; \
 	echo "== run $(OUT)/model-$$host.tar.gz"; \
-	$(BIN)/neocompile run $(OUT)/model-$$host.tar.gz
+	$(BIN)/neocompile run $(OUT)/model-$$host.tar.gz && \
+	echo "== the job API: neocompile serve, the example through boto3 (examples/serve_demo.py)" && \
+	$(BIN)/python examples/serve_demo.py $(OUT) $$host
 
 test: deps $(STAMPS)/mxnet-venv
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
