@@ -249,12 +249,13 @@ class JobService:
                 change = dict(status=FAILED, end_time=now, failure_reason=failure_reason(
                     f"ClientError: The compilation job was given to a worker {job.attempts} times and each time {lost}; "
                     "it may crash its worker (out of memory?)"))
-            if self.store.update(job.name, when=(job.status,), worker=job.worker, lease_expires=None,
+            if self.store.update(job.name, when=(job.status,), worker=job.worker, kind=job.kind, lease_expires=None,
                                  last_modified_time=now, **change) is None:
                 continue  # its worker came back, or another server settled it first
-            _discard_partial(job)
+            if job.kind == "compilation":
+                _discard_partial(job)
             if change["status"] == STARTING:
-                self.store.enqueue(job.name)
+                self.store.enqueue(job.name, job.kind)
             done.append(f"job {job.name}: {job.status} -> {change['status']} ({lost})")
             log.warning(done[-1])
         return done

@@ -478,3 +478,22 @@ def test_postgres_stores_starting_at_once_on_a_fresh_database_create_the_schema_
     finally:
         for s in stores:
             s.close()
+
+
+def test_kinds_are_separate_namespaces(store):
+    """A compilation job, a transform job and a model may share a name (as in SageMaker); each kind lists alone."""
+    for kind in ("compilation", "transform", "model"):
+        store.insert(job("shared", kind=kind, status="" if kind == "model" else STARTING))
+    with pytest.raises(NameTaken):
+        store.insert(job("shared", kind="transform"))
+    assert [j.kind for j in store.query(ListQuery(kind="transform"))] == ["transform"]
+    assert store.get("shared", "model").status == "" and store.get("shared").kind == "compilation"
+    assert store.update("shared", kind="transform", status=STOPPED).kind == "transform"
+    assert store.get("shared").status == STARTING
+    store.add_event("shared", T0, "fetch", "start", "", kind="transform")
+    assert store.events("shared") == [] and len(store.events("shared", "transform")) == 1
+    taken = store.claim("w", 10, T0)
+    assert (taken.kind, taken.status) == ("compilation", INPROGRESS) and store.claim("w", 10, T0) is None  # models never
+    assert store.query(ListQuery(kind="transform", status=(STOPPED, FAILED)))[0].name == "shared"
+    assert store.delete("shared", [""], kind="model") and store.get("shared", "model") is None
+    assert store.get("shared", "transform") is not None

@@ -40,7 +40,8 @@ class JobRecord:
 
     name: str
     arn: str
-    request: dict[str, Any]  # the validated CreateCompilationJob body, without Tags
+    request: dict[str, Any]  # the validated Create* body, without Tags
+    kind: str = "compilation"  # what it is: "compilation" (job), "transform" (job) or "model"; names are unique per kind
     status: str = STARTING
     creation_time: float = 0.0
     last_modified_time: float = 0.0
@@ -77,8 +78,9 @@ class JobRecord:
 class ListQuery:
     """ListCompilationJobs after validation: filter, then sort, then page (keyset: strictly after ``after``)."""
 
+    kind: str = "compilation"
     name_contains: str | None = None
-    status: str | None = None
+    status: str | tuple[str, ...] | None = None  # one status or any of several
     created_after: float | None = None
     created_before: float | None = None
     modified_after: float | None = None
@@ -101,42 +103,43 @@ class JobStore(abc.ABC):
         """Add a new job; raise :class:`NameTaken` when the name exists (exactly one concurrent insert wins)."""
 
     @abc.abstractmethod
-    def get(self, name: str) -> JobRecord | None: ...
+    def get(self, name: str, kind: str = "compilation") -> JobRecord | None: ...
 
     @abc.abstractmethod
     def query(self, q: ListQuery) -> list[JobRecord]:
         """At most ``q.limit`` jobs matching the filters, in order, strictly after ``q.after``."""
 
     @abc.abstractmethod
-    def update(self, name: str, when: Iterable[str] | None = None, worker: str | None = None, **changes: Any) -> JobRecord | None:
+    def update(self, name: str, when: Iterable[str] | None = None, worker: str | None = None, kind: str = "compilation",
+               **changes: Any) -> JobRecord | None:
         """Set ``changes`` if the job's status is in ``when`` (any status if None) and, when ``worker`` is given,
         the lease is held by that worker; return the updated job, or None if the condition failed."""
 
     @abc.abstractmethod
-    def delete(self, name: str, when: Iterable[str]) -> bool:
+    def delete(self, name: str, when: Iterable[str], kind: str = "compilation") -> bool:
         """Remove a job (with its events) if its status is in ``when``."""
 
     @abc.abstractmethod
     def claim(self, worker: str, lease_seconds: float, now: float) -> JobRecord | None:
-        """Atomically take the oldest STARTING job: INPROGRESS, leased to ``worker``; None when the queue is empty."""
+        """Atomically take the oldest STARTING job of any kind: INPROGRESS, leased to ``worker``; None when there is none."""
 
     @abc.abstractmethod
     def expired(self, now: float) -> list[JobRecord]:
         """Running jobs (INPROGRESS, STOPPING) whose lease ran out before ``now``."""
 
     @abc.abstractmethod
-    def add_event(self, name: str, when: float, stage: str, status: str, detail: str) -> None:
+    def add_event(self, name: str, when: float, stage: str, status: str, detail: str, kind: str = "compilation") -> None:
         """Append a stage event and make it the job's ``stage`` line."""
 
     @abc.abstractmethod
-    def events(self, name: str) -> list[dict[str, Any]]:
+    def events(self, name: str, kind: str = "compilation") -> list[dict[str, Any]]:
         """The job's stage events, oldest first: {Time, Stage, Status, Detail}."""
 
     @abc.abstractmethod
     def secret(self) -> bytes:
         """A per-store random key (created once) that signs pagination tokens, shared by every server on the store."""
 
-    def enqueue(self, name: str) -> None:
+    def enqueue(self, name: str, kind: str = "compilation") -> None:
         """Tell the workers a job is (again) STARTING. The SQLite store's workers poll the table, so nothing to do."""
 
     def serve_jobs(self, worker: str, lease_seconds: float, handle: Callable[[JobRecord], None], stop: threading.Event) -> None:

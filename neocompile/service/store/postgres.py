@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import secrets
 import threading
-import time
 from typing import Any, Callable, Iterable
 
 import procrastinate
@@ -27,6 +26,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from . import now
 from . import INPROGRESS, RUNNING, SORT_COLUMNS, STARTING, JobRecord, JobStore, ListQuery, NameTaken
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ STOP_CHECK_SECONDS = 0.05
 _SCHEMA_LOCK = 0x6E656F63
 
 _JSON = ("request", "tags")
-_TYPES = {"name": 'TEXT COLLATE "C" PRIMARY KEY', "arn": "TEXT NOT NULL", "request": "JSONB NOT NULL",
+_TYPES = {"name": 'TEXT COLLATE "C" NOT NULL', "kind": "TEXT NOT NULL", "arn": "TEXT NOT NULL", "request": "JSONB NOT NULL",
           "status": 'TEXT COLLATE "C" NOT NULL', "failure_reason": "TEXT NOT NULL", "stage": "TEXT NOT NULL",
           "attempts": "INTEGER NOT NULL", "tags": "JSONB NOT NULL"}
 _TIMES = ("creation_time", "last_modified_time", "start_time", "end_time", "deadline", "lease_expires")
@@ -51,12 +51,12 @@ _SELECT = sql.SQL(",").join(map(sql.Identifier, _COLUMNS))
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs ({", ".join(f"{c} {_TYPES.get(c, 'DOUBLE PRECISION' if c in _TIMES else 'TEXT')}"
-                                            for c in _COLUMNS)});
+                                            for c in _COLUMNS)}, PRIMARY KEY (kind, name));
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, creation_time, name);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (creation_time, name);
-CREATE TABLE IF NOT EXISTS events (seq BIGSERIAL PRIMARY KEY, name TEXT COLLATE "C" NOT NULL,
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (kind, creation_time, name);
+CREATE TABLE IF NOT EXISTS events (seq BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, name TEXT COLLATE "C" NOT NULL,
   time DOUBLE PRECISION NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_name ON events (name, seq);
+CREATE INDEX IF NOT EXISTS events_name ON events (kind, name, seq);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
 """
 
@@ -97,19 +97,22 @@ class PostgresStore(JobStore):
         except psycopg.errors.UniqueViolation:
             raise NameTaken(job.name) from None
 
-    def get(self, name: str) -> JobRecord | None:
+    def get(self, name: str, kind: str = "compilation") -> JobRecord | None:
         with self._pool.connection() as db:
-            row = db.execute(sql.SQL("SELECT {} FROM jobs WHERE name = %s").format(_SELECT), (name,)).fetchone()
+            row = db.execute(sql.SQL("SELECT {} FROM jobs WHERE kind = %s AND name = %s").format(_SELECT), (kind, name)).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def query(self, q: ListQuery) -> list[JobRecord]:
-        where: list[sql.Composable] = []
-        args: list[Any] = []
+        where: list[sql.Composable] = [sql.SQL("kind = %s")]
+        args: list[Any] = [q.kind]
+        if isinstance(q.status, tuple):
+            where.append(sql.SQL("status = ANY(%s)"))
+            args.append(list(q.status))
         if q.name_contains:
             # strpos, not LIKE: no wildcard escaping; lower() on both sides as SageMaker's NameContains ignores case.
             where.append(sql.SQL("strpos(lower(name), lower(%s)) > 0"))
             args.append(q.name_contains)
-        for column, op, value in (("status", "=", q.status), ("creation_time", ">", q.created_after),
+        for column, op, value in (("status", "=", q.status if isinstance(q.status, str) else None), ("creation_time", ">", q.created_after),
                                   ("creation_time", "<", q.created_before), ("last_modified_time", ">", q.modified_after),
                                   ("last_modified_time", "<", q.modified_before)):
             if value is not None:
@@ -125,22 +128,21 @@ class PostgresStore(JobStore):
             else:
                 where.append(sql.SQL(f"({column}, name) {cmp} (%s, %s)"))
                 args.extend(q.after)
-        query = sql.SQL("SELECT {} FROM jobs").format(_SELECT)
-        if where:
-            query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+        query = sql.SQL("SELECT {} FROM jobs WHERE ").format(_SELECT) + sql.SQL(" AND ").join(where)
         query += sql.SQL(f" ORDER BY {column} {order}" + (f", name {order}" if column != "name" else "") + " LIMIT %s")
         with self._pool.connection() as db:
             rows = db.execute(query, (*args, q.limit)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
-    def update(self, name: str, when: Iterable[str] | None = None, worker: str | None = None, **changes: Any) -> JobRecord | None:
+    def update(self, name: str, when: Iterable[str] | None = None, worker: str | None = None, kind: str = "compilation",
+               **changes: Any) -> JobRecord | None:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
             raise TypeError(f"update() got unknown job columns: {', '.join(sorted(unknown))}")
         # One statement: the row lock taken by UPDATE makes the check and the write atomic (a concurrent writer's
         # change is re-checked against the WHERE clause before this one applies).
-        where = [sql.SQL("name = %s")]
-        args: list[Any] = [name]
+        where = [sql.SQL("kind = %s AND name = %s")]
+        args: list[Any] = [kind, name]
         if when is not None:
             where.append(sql.SQL("status = ANY(%s)"))
             args.append(list(when))
@@ -158,30 +160,31 @@ class PostgresStore(JobStore):
             row = db.execute(query, args).fetchone()
         return JobRecord.from_row(row) if row else None
 
-    def delete(self, name: str, when: Iterable[str]) -> bool:
+    def delete(self, name: str, when: Iterable[str], kind: str = "compilation") -> bool:
         with self._pool.connection() as db:
-            gone = db.execute("DELETE FROM jobs WHERE name = %s AND status = ANY(%s)", (name, list(when))).rowcount
+            gone = db.execute("DELETE FROM jobs WHERE kind = %s AND name = %s AND status = ANY(%s)", (kind, name, list(when))).rowcount
             if gone:
-                db.execute("DELETE FROM events WHERE name = %s", (name,))
+                db.execute("DELETE FROM events WHERE kind = %s AND name = %s", (kind, name))
         return bool(gone)
 
     def claim(self, worker: str, lease_seconds: float, now: float) -> JobRecord | None:
         # SKIP LOCKED: concurrent claimers each lock a different oldest row instead of queueing behind one.
         query = sql.SQL(
             "UPDATE jobs SET status = %s, worker = %s, lease_expires = %s, attempts = attempts + 1, last_modified_time = %s "
-            "WHERE name = (SELECT name FROM jobs WHERE status = %s ORDER BY creation_time, name LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "WHERE (kind, name) = (SELECT kind, name FROM jobs WHERE status = %s ORDER BY creation_time, name LIMIT 1 "
+            "FOR UPDATE SKIP LOCKED) "
             "RETURNING {}").format(_SELECT)
         with self._pool.connection() as db:
             row = db.execute(query, (INPROGRESS, worker, now + lease_seconds, now, STARTING)).fetchone()
         return JobRecord.from_row(row) if row else None
 
-    def claim_named(self, name: str, worker: str, lease_seconds: float, now: float) -> JobRecord | None:
+    def claim_named(self, name: str, worker: str, lease_seconds: float, now: float, kind: str = "compilation") -> JobRecord | None:
         """Take the job ``name`` like :meth:`claim` if it is still STARTING; None when it was stopped, deleted or taken."""
         query = sql.SQL(
             "UPDATE jobs SET status = %s, worker = %s, lease_expires = %s, attempts = attempts + 1, last_modified_time = %s "
-            "WHERE name = %s AND status = %s RETURNING {}").format(_SELECT)
+            "WHERE kind = %s AND name = %s AND status = %s RETURNING {}").format(_SELECT)
         with self._pool.connection() as db:
-            row = db.execute(query, (INPROGRESS, worker, now + lease_seconds, now, name, STARTING)).fetchone()
+            row = db.execute(query, (INPROGRESS, worker, now + lease_seconds, now, kind, name, STARTING)).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def expired(self, now: float) -> list[JobRecord]:
@@ -190,16 +193,17 @@ class PostgresStore(JobStore):
             rows = db.execute(query.format(_SELECT), (list(RUNNING), now)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
-    def add_event(self, name: str, when: float, stage: str, status: str, detail: str) -> None:
+    def add_event(self, name: str, when: float, stage: str, status: str, detail: str, kind: str = "compilation") -> None:
         line = f"{stage}: {status}" + (f" ({detail})" if detail else "")
         with self._pool.connection() as db:
-            db.execute("INSERT INTO events (name, time, stage, status, detail) VALUES (%s, %s, %s, %s, %s)",
-                       (name, when, stage, status, detail))
-            db.execute("UPDATE jobs SET stage = %s WHERE name = %s", (line[:1024], name))
+            db.execute("INSERT INTO events (kind, name, time, stage, status, detail) VALUES (%s, %s, %s, %s, %s, %s)",
+                       (kind, name, when, stage, status, detail))
+            db.execute("UPDATE jobs SET stage = %s WHERE kind = %s AND name = %s", (line[:1024], kind, name))
 
-    def events(self, name: str) -> list[dict[str, Any]]:
+    def events(self, name: str, kind: str = "compilation") -> list[dict[str, Any]]:
         with self._pool.connection() as db:
-            rows = db.execute("SELECT time, stage, status, detail FROM events WHERE name = %s ORDER BY seq", (name,)).fetchall()
+            rows = db.execute("SELECT time, stage, status, detail FROM events WHERE kind = %s AND name = %s ORDER BY seq",
+                              (kind, name)).fetchall()
         return [{"Time": t, "Stage": s, "Status": st, "Detail": d} for t, s, st, d in rows]
 
     def secret(self) -> bytes:
@@ -209,10 +213,10 @@ class PostgresStore(JobStore):
                        (secrets.token_bytes(32),))
             return bytes(db.execute("SELECT value FROM settings WHERE key = 'token-secret'").fetchone()[0])
 
-    def enqueue(self, name: str) -> None:
-        """Defer ``neocompile.compile(name=...)``; a job already waiting in the queue is not deferred twice."""
+    def enqueue(self, name: str, kind: str = "compilation") -> None:
+        """Defer ``neocompile.compile(name=..., kind=...)``; a job already waiting in the queue is not deferred twice."""
         try:
-            self._queue.configure_task(TASK, queue=QUEUE, queueing_lock=name).defer(name=name)
+            self._queue.configure_task(TASK, queue=QUEUE, queueing_lock=f"{kind}/{name}").defer(name=name, kind=kind)
         except procrastinate.exceptions.AlreadyEnqueued:
             pass
 
@@ -223,8 +227,8 @@ class PostgresStore(JobStore):
         logged by Procrastinate and the worker goes on (the domain records failures on the job itself).
         """
 
-        def run(name: str) -> None:
-            job = self.claim_named(name, worker, lease_seconds, time.time())
+        def run(name: str, kind: str) -> None:
+            job = self.claim_named(name, worker, lease_seconds, now(), kind)
             if job is None:
                 logger.debug("queued job %s is no longer STARTING: skipped", name)
                 return
@@ -232,7 +236,7 @@ class PostgresStore(JobStore):
 
         asyncio.run(self._serve(worker, run, stop))
 
-    async def _serve(self, worker: str, run: Callable[[str], None], stop: threading.Event) -> None:
+    async def _serve(self, worker: str, run: Callable[[str, str], None], stop: threading.Event) -> None:
         app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=self.url, min_size=1, max_size=3))
         app.task(name=TASK, queue=QUEUE, pass_context=True)(_compile_task)
         async with app.open_async():
@@ -256,6 +260,6 @@ class PostgresStore(JobStore):
         self._pool.close()
 
 
-def _compile_task(context: procrastinate.JobContext, name: str) -> None:
+def _compile_task(context: procrastinate.JobContext, name: str, kind: str = "compilation") -> None:
     """Procrastinate's task: the worker's ``serve_jobs`` passes its claim-and-handle function in the context."""
-    context.additional_context["run"](name)
+    context.additional_context["run"](name, kind)

@@ -15,15 +15,17 @@ from typing import Any, Iterable
 
 from . import INPROGRESS, RUNNING, SORT_COLUMNS, STARTING, JobRecord, JobStore, ListQuery, NameTaken
 
-_TYPES = {"request": "TEXT NOT NULL", "tags": "TEXT NOT NULL", "name": "TEXT PRIMARY KEY", "attempts": "INTEGER NOT NULL"}
+_TYPES = {"request": "TEXT NOT NULL", "tags": "TEXT NOT NULL", "name": "TEXT NOT NULL", "kind": "TEXT NOT NULL",
+          "attempts": "INTEGER NOT NULL"}
 
 _SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS jobs ({", ".join(f"{c} {_TYPES.get(c, '')}".strip() for c in JobRecord.columns())});
+CREATE TABLE IF NOT EXISTS jobs ({", ".join(f"{c} {_TYPES.get(c, '')}".strip() for c in JobRecord.columns())},
+  PRIMARY KEY (kind, name));
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, creation_time);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (creation_time, name);
-CREATE TABLE IF NOT EXISTS events (name TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL,
-  stage TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_name ON events (name, seq);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (kind, creation_time, name);
+CREATE TABLE IF NOT EXISTS events (kind TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  time REAL NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_name ON events (kind, name, seq);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
@@ -57,17 +59,21 @@ class SQLiteStore(JobStore):
         except sqlite3.IntegrityError:
             raise NameTaken(job.name) from None
 
-    def get(self, name: str) -> JobRecord | None:
-        row = self._db().execute(f"SELECT {','.join(JobRecord.columns())} FROM jobs WHERE name = ?", (name,)).fetchone()
+    def get(self, name: str, kind: str = "compilation") -> JobRecord | None:
+        row = self._db().execute(f"SELECT {','.join(JobRecord.columns())} FROM jobs WHERE kind = ? AND name = ?",
+                                 (kind, name)).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def query(self, q: ListQuery) -> list[JobRecord]:
-        where, args = [], []
+        where, args = ["kind = ?"], [q.kind]
+        if isinstance(q.status, tuple):
+            where.append(f"status IN ({','.join('?' * len(q.status))})")
+            args.extend(q.status)
         if q.name_contains:
             # instr() is a case-sensitive substring test; SageMaker's NameContains ignores case.
             where.append("instr(lower(name), ?) > 0")
             args.append(q.name_contains.lower())
-        for column, op, value in (("status", "=", q.status), ("creation_time", ">", q.created_after),
+        for column, op, value in (("status", "=", q.status if isinstance(q.status, str) else None), ("creation_time", ">", q.created_after),
                                   ("creation_time", "<", q.created_before), ("last_modified_time", ">", q.modified_after),
                                   ("last_modified_time", "<", q.modified_before)):
             if value is not None:
@@ -83,15 +89,14 @@ class SQLiteStore(JobStore):
             else:
                 where.append(f"({column}, name) {cmp} (?, ?)")
                 args.extend(q.after)
-        sql = f"SELECT {','.join(JobRecord.columns())} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = f"SELECT {','.join(JobRecord.columns())} FROM jobs WHERE " + " AND ".join(where)
         sql += f" ORDER BY {column} {order}" + (f", name {order}" if column != "name" else "") + " LIMIT ?"
         return [JobRecord.from_row(r) for r in self._db().execute(sql, (*args, q.limit)).fetchall()]
 
-    def update(self, name: str, when: Iterable[str] | None = None, worker: str | None = None, **changes: Any) -> JobRecord | None:
+    def update(self, name: str, when: Iterable[str] | None = None, worker: str | None = None, kind: str = "compilation",
+               **changes: Any) -> JobRecord | None:
         with self._tx() as db:
-            job = self._get_in(db, name)
+            job = self._get_in(db, name, kind)
             if job is None or (when is not None and job.status not in tuple(when)) or (worker is not None and job.worker != worker):
                 return None
             if not changes:
@@ -100,29 +105,31 @@ class SQLiteStore(JobStore):
                 setattr(job, k, v)
             sets = ",".join(f"{k} = ?" for k in changes)
             row = dict(zip(JobRecord.columns(), job.to_row()))
-            db.execute(f"UPDATE jobs SET {sets} WHERE name = ?", [row[k] for k in changes] + [name])
+            db.execute(f"UPDATE jobs SET {sets} WHERE kind = ? AND name = ?", [row[k] for k in changes] + [kind, name])
             return job
 
-    def _get_in(self, db: sqlite3.Connection, name: str) -> JobRecord | None:
-        row = db.execute(f"SELECT {','.join(JobRecord.columns())} FROM jobs WHERE name = ?", (name,)).fetchone()
+    def _get_in(self, db: sqlite3.Connection, name: str, kind: str) -> JobRecord | None:
+        row = db.execute(f"SELECT {','.join(JobRecord.columns())} FROM jobs WHERE kind = ? AND name = ?", (kind, name)).fetchone()
         return JobRecord.from_row(row) if row else None
 
-    def delete(self, name: str, when: Iterable[str]) -> bool:
+    def delete(self, name: str, when: Iterable[str], kind: str = "compilation") -> bool:
         statuses = tuple(when)
         with self._tx() as db:
-            gone = db.execute(f"DELETE FROM jobs WHERE name = ? AND status IN ({','.join('?' * len(statuses))})", (name, *statuses)).rowcount
+            gone = db.execute(f"DELETE FROM jobs WHERE kind = ? AND name = ? AND status IN ({','.join('?' * len(statuses))})",
+                              (kind, name, *statuses)).rowcount
             if gone:
-                db.execute("DELETE FROM events WHERE name = ?", (name,))
+                db.execute("DELETE FROM events WHERE kind = ? AND name = ?", (kind, name))
             return bool(gone)
 
     def claim(self, worker: str, lease_seconds: float, now: float) -> JobRecord | None:
         with self._tx() as db:
-            row = db.execute("SELECT name FROM jobs WHERE status = ? ORDER BY creation_time, name LIMIT 1", (STARTING,)).fetchone()
+            row = db.execute("SELECT kind, name FROM jobs WHERE status = ? ORDER BY creation_time, name LIMIT 1",
+                             (STARTING,)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET status = ?, worker = ?, lease_expires = ?, attempts = attempts + 1, "
-                       "last_modified_time = ? WHERE name = ?", (INPROGRESS, worker, now + lease_seconds, now, row[0]))
-            return self._get_in(db, row[0])
+                       "last_modified_time = ? WHERE kind = ? AND name = ?", (INPROGRESS, worker, now + lease_seconds, now, *row))
+            return self._get_in(db, row[1], row[0])
 
     def expired(self, now: float) -> list[JobRecord]:
         rows = self._db().execute(
@@ -130,14 +137,16 @@ class SQLiteStore(JobStore):
         ).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
-    def add_event(self, name: str, when: float, stage: str, status: str, detail: str) -> None:
+    def add_event(self, name: str, when: float, stage: str, status: str, detail: str, kind: str = "compilation") -> None:
         line = f"{stage}: {status}" + (f" ({detail})" if detail else "")
         with self._tx() as db:
-            db.execute("INSERT INTO events (name, time, stage, status, detail) VALUES (?, ?, ?, ?, ?)", (name, when, stage, status, detail))
-            db.execute("UPDATE jobs SET stage = ? WHERE name = ?", (line[:1024], name))
+            db.execute("INSERT INTO events (kind, name, time, stage, status, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                       (kind, name, when, stage, status, detail))
+            db.execute("UPDATE jobs SET stage = ? WHERE kind = ? AND name = ?", (line[:1024], kind, name))
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        rows = self._db().execute("SELECT time, stage, status, detail FROM events WHERE name = ? ORDER BY seq", (name,)).fetchall()
+    def events(self, name: str, kind: str = "compilation") -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT time, stage, status, detail FROM events WHERE kind = ? AND name = ? ORDER BY seq",
+                                  (kind, name)).fetchall()
         return [{"Time": t, "Stage": s, "Status": st, "Detail": d} for t, s, st, d in rows]
 
     def secret(self) -> bytes:
