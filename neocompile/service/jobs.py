@@ -12,16 +12,17 @@ that need the store: names, states, ARNs, paging tokens.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .. import __version__
 from .store import now as now_ms
-from .store import (COMPLETED, FAILED, INPROGRESS, RUNNING, STARTING, STOPPED, STOPPING, TERMINAL, JobRecord, JobStore,
+from .store import (SORT_COLUMNS, COMPLETED, FAILED, INPROGRESS, RUNNING, STARTING, STOPPED, STOPPING, TERMINAL, JobRecord, JobStore,
                     ListQuery, NameTaken)
 
 log = logging.getLogger("neocompile.service")
@@ -53,8 +54,12 @@ def not_found(name: str) -> ServiceError:
     return ServiceError("ResourceNotFound", f"Could not find compilation job '{name}'.")
 
 
-def job_arn(region: str, name: str) -> str:
-    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:compilation-job/{name}"
+#: ARN resource types -> store kinds.
+ARN_KINDS = {"compilation-job": "compilation", "transform-job": "transform", "model": "model"}
+
+
+def job_arn(region: str, name: str, resource: str = "compilation-job") -> str:
+    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:{resource}/{name}"
 
 
 def failure_reason(text: str) -> str:
@@ -158,35 +163,49 @@ class JobService:
 
     # ---- ListCompilationJobs ----
     def list(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.page("compilation", body, "CompilationJobSummaries", _summary)
+
+    def page(self, kind: str, body: dict[str, Any], result_key: str, summary: Callable[[JobRecord], dict[str, Any]],
+             default_order: str = "Ascending", statuses: dict[str, tuple[str, ...]] | None = None,
+             created_after_inclusive: bool = False) -> dict[str, Any]:
+        """One page of a List* call over ``kind``: filter, then sort, then page (keyset: strictly after the token).
+
+        ``statuses`` maps a wire StatusEquals to the stored statuses it means (transform jobs: InProgress is STARTING
+        or INPROGRESS); ``created_after_inclusive``: ListModels' CreationTimeAfter is ">=" where the others are ">".
+        """
+        status = body.get("StatusEquals")
+        after = body.get("CreationTimeAfter")
         q = ListQuery(
+            kind=kind,
             name_contains=body.get("NameContains"),
-            status=body.get("StatusEquals"),
-            created_after=body.get("CreationTimeAfter"),
+            status=(statuses or {}).get(status, status) if status else None,
+            # ">=" as a strict ">" one millisecond earlier: stored times have millisecond precision.
+            created_after=after - 0.001 if after is not None and created_after_inclusive else after,
             created_before=body.get("CreationTimeBefore"),
             modified_after=body.get("LastModifiedTimeAfter"),
             modified_before=body.get("LastModifiedTimeBefore"),
             sort_by=body.get("SortBy", "CreationTime"),
-            descending=body.get("SortOrder", "Ascending") == "Descending",
+            descending=body.get("SortOrder", default_order) == "Descending",
             limit=body.get("MaxResults", 10),
         )
-        fingerprint = self._fingerprint(body)
+        fingerprint = self._fingerprint(kind, body)
         if body.get("NextToken"):
             q.after = self._read_token(body["NextToken"], fingerprint)
-        page = self.store.query(ListQuery(**{**q.__dict__, "limit": q.limit + 1}))
+        page = self.store.query(dataclasses.replace(q, limit=q.limit + 1))
         more = len(page) > q.limit
         page = page[: q.limit]
-        out: dict[str, Any] = {"CompilationJobSummaries": [_summary(j) for j in page]}
+        out: dict[str, Any] = {result_key: [summary(j) for j in page]}
         if more:
             last = page[-1]
-            out["NextToken"] = self._make_token((getattr(last, _SORT_ATTR[q.sort_by]), last.name), fingerprint)
+            out["NextToken"] = self._make_token((getattr(last, SORT_COLUMNS[q.sort_by]), last.name), fingerprint)
         return out
 
     @staticmethod
-    def _fingerprint(body: dict[str, Any]) -> str:
-        """What a token is bound to: the filters and the order (a token is refused with other ones)."""
+    def _fingerprint(kind: str, body: dict[str, Any]) -> str:
+        """What a token is bound to: the listing, its filters and its order (a token is refused with other ones)."""
         keys = ("NameContains", "StatusEquals", "CreationTimeAfter", "CreationTimeBefore", "LastModifiedTimeAfter",
                 "LastModifiedTimeBefore", "SortBy", "SortOrder")
-        return hashlib.sha256(json.dumps([body.get(k) for k in keys]).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps([kind] + [body.get(k) for k in keys]).encode()).hexdigest()[:16]
 
     def _make_token(self, after: tuple[Any, str], fingerprint: str) -> str:
         payload = base64.urlsafe_b64encode(json.dumps({"a": list(after), "f": fingerprint}).encode()).decode()
@@ -205,13 +224,16 @@ class JobService:
                                'other filters or sort order".')
         return tuple(data["a"])  # type: ignore[return-value]
 
-    # ---- AddTags / ListTags / DeleteTags on compilation-job ARNs ----
+    # ---- AddTags / ListTags / DeleteTags on compilation-job, transform-job and model ARNs ----
     def _job_of_arn(self, arn: str) -> JobRecord:
-        _, sep, name = arn.partition(":compilation-job/")
-        job = self.store.get(name) if sep else None
-        if job is None or job.arn.split(":")[4] != arn.split(":")[4]:
-            raise ServiceError("ResourceNotFound", f"Could not find resource '{arn}': neocompile tags compilation jobs "
-                               "(arn:aws:sagemaker:<region>:<account>:compilation-job/<name>)")
+        resource = arn.split(":", 5)[5] if arn.count(":") >= 5 else ""
+        kind_name, _, name = resource.partition("/")
+        kind = ARN_KINDS.get(kind_name)
+        job = self.store.get(name, kind) if kind and name else None
+        if job is None or arn.split(":")[4] != ACCOUNT:
+            raise ServiceError("ResourceNotFound", f"Could not find resource '{arn}': neocompile tags compilation jobs, "
+                               "transform jobs and models (arn:aws:sagemaker:<region>:<account>:compilation-job/<name>, "
+                               "...:transform-job/<name>, ...:model/<name>)")
         return job
 
     def add_tags(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +241,7 @@ class JobService:
         tags = {**job.tags, **{t["Key"]: t["Value"] for t in body["Tags"]}}
         if len(tags) > MAX_TAGS:
             raise ServiceError("ResourceLimitExceeded", f"A resource has at most {MAX_TAGS} tags; '{job.arn}' would have {len(tags)}")
-        self.store.update(job.name, tags=tags)
+        self.store.update(job.name, kind=job.kind, tags=tags)
         return {"Tags": body["Tags"]}
 
     def list_tags(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +250,7 @@ class JobService:
 
     def delete_tags(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._job_of_arn(body["ResourceArn"])
-        self.store.update(job.name, tags={k: v for k, v in job.tags.items() if k not in set(body["TagKeys"])})
+        self.store.update(job.name, kind=job.kind, tags={k: v for k, v in job.tags.items() if k not in set(body["TagKeys"])})
         return {}
 
     # ---- crash recovery ----
@@ -259,9 +281,6 @@ class JobService:
             done.append(f"job {job.name}: {job.status} -> {change['status']} ({lost})")
             log.warning(done[-1])
         return done
-
-
-_SORT_ATTR = {"Name": "name", "CreationTime": "creation_time", "Status": "status"}
 
 
 def _summary(job: JobRecord) -> dict[str, Any]:

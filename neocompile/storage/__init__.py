@@ -114,3 +114,42 @@ def discard_partial(uri: str, name: str, field: str = OUTPUT_FIELD) -> None:
         _scheme_module(scheme).discard_partial(*location, name, field)
     except Exception:  # noqa: BLE001 - best effort on a path that is already failing
         pass
+
+
+# Datasets (batch transform): every object under a key prefix, read as a stream.
+
+def list_prefix(uri: str, field: str) -> list[tuple[str, str]]:
+    """Every object whose key starts with the prefix ``uri`` (S3's S3Prefix rule: a key prefix, not only a folder),
+    as ``(uri, relative name)`` sorted by key. The relative name is the key after the prefix's last ``/`` (the folder
+    part), so sub-folders below it are kept: ``s3://b/in/`` with ``in/a/x.csv`` gives ``a/x.csv``. A local prefix
+    is a file, a folder (walked recursively) or a path prefix of file names."""
+    scheme, *location = parse_uri(uri, field)
+    if scheme == "s3":
+        from neocompile.storage import s3
+
+        bucket, prefix = location
+        base = prefix[: prefix.rfind("/") + 1]
+        return [(f"s3://{bucket}/{key}", key[len(base):]) for key in s3.list_prefix(bucket, prefix, field)]
+    path = Path(location[0])
+    folder = path if str(location[0]).endswith("/") or path.is_dir() else path.parent
+    as_uri = bool(_SCHEME.match(uri))
+    found = []
+    for file in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if file.is_file() and str(file).startswith(str(path)) and not file.name.startswith("."):
+            found.append((file.as_uri() if as_uri else str(file), str(file.relative_to(folder))))
+    return found
+
+
+def open_stream(uri: str, field: str):
+    """A binary file object reading the object at ``uri`` as it arrives (S3: the response body stream)."""
+    scheme, *location = parse_uri(uri, field)
+    if scheme == "s3":
+        from neocompile.storage import s3
+
+        return s3.open_stream(*location, field)
+    try:
+        return open(location[0], "rb")
+    except OSError as exc:
+        from neocompile.errors import StorageError
+
+        raise StorageError(f"{field} '{uri}' cannot be read: {exc.strerror}") from None

@@ -251,3 +251,18 @@ def list_keys(bucket: str, prefix: str, field: str) -> list[str]:
 def delete_object(bucket: str, key: str, field: str) -> None:
     """Delete ``s3://bucket/key`` (no error when it is already gone)."""
     _run("write", bucket, key, field, StorageError, lambda s3: s3.delete_object(Bucket=bucket, Key=key))
+
+
+def list_prefix(bucket: str, prefix: str, field: str) -> list[str]:
+    """Every key that starts with ``prefix`` (exactly: S3's key-prefix rule), sorted; folder markers left out."""
+
+    def listing(s3):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+
+    return _run("read", bucket, prefix, field, StorageError, listing)
+
+
+def open_stream(bucket: str, key: str, field: str):
+    """The streaming body of ``s3://bucket/key`` (read(n) pulls from the connection; nothing is buffered whole)."""
+    return _run("read", bucket, key, field, InputConfigurationError, lambda s3: s3.get_object(Bucket=bucket, Key=key)["Body"])
