@@ -28,14 +28,26 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_BODY_BYTES = 1 << 20
 
 
-def operations(service: JobService) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-    """The operations served, by name; anything else in SageMaker's model is UnknownOperationException."""
+def operations(service: JobService) -> dict[str, Callable[..., dict[str, Any]]]:
+    """The operations served, by name; anything else in SageMaker's model is UnknownOperationException.
+    Create* operations also take the region of the request's signature (for the ARN)."""
+    from .transforms import TransformService
+
+    t = TransformService(service)
     return {
-        "CreateCompilationJob": lambda body, region=None: service.create(body, region),
+        "CreateCompilationJob": service.create,
         "DescribeCompilationJob": service.describe,
         "ListCompilationJobs": service.list,
         "StopCompilationJob": service.stop,
         "DeleteCompilationJob": service.delete,
+        "CreateModel": t.create_model,
+        "DescribeModel": t.describe_model,
+        "ListModels": t.list_models,
+        "DeleteModel": t.delete_model,
+        "CreateTransformJob": t.create_transform_job,
+        "DescribeTransformJob": t.describe_transform_job,
+        "ListTransformJobs": t.list_transform_jobs,
+        "StopTransformJob": t.stop_transform_job,
         "AddTags": service.add_tags,
         "ListTags": service.list_tags,
         "DeleteTags": service.delete_tags,
@@ -65,6 +77,9 @@ class ApiServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ApiServer
     protocol_version = "HTTP/1.1"  # keep-alive: botocore reuses its connections
+    # TCP_NODELAY: an answer goes out as two writes (headers, then body); with Nagle on, the body waits for the
+    # client's delayed ACK of the headers, ~40 ms on every call of a kept-alive connection.
+    disable_nagle_algorithm = True
     server_version = f"neocompile/{__version__}"
 
     def log_message(self, fmt: str, *args: Any) -> None:  # the access log goes to the service logger, at debug
@@ -136,16 +151,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _call(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         func = self.server.ops[op]
-        if op == "CreateCompilationJob":
+        if op.startswith("Create"):
             return func(body, sigv4.region_of(self.headers))
         return func(body)
 
     def _progress_headers(self, op: str, body: dict[str, Any]) -> dict[str, str]:
         """Describe also answers with the job's latest stage line (``x-neocompile-stage``): botocore hands every
         response header to its caller (``ResponseMetadata.HTTPHeaders``), so boto3 clients can show progress."""
-        if op != "DescribeCompilationJob":
+        if op not in ("DescribeCompilationJob", "DescribeTransformJob"):
             return {}
-        job = self.server.service.store.get(body["CompilationJobName"])
+        kind, key = ("compilation", "CompilationJobName") if op == "DescribeCompilationJob" else ("transform", "TransformJobName")
+        job = self.server.service.store.get(body[key], kind)
         line = job.stage if job else ""
         return {"x-neocompile-stage": line.encode("ascii", "replace").decode()[:1000].replace("\n", " ")} if line else {}
 

@@ -115,6 +115,9 @@ CROSS_FIELD_RULES: dict[str, list[Rule]] = {
 #: Per operation, member path -> a pattern accepted in addition to the model's own.
 EXTRA_PATTERNS: dict[str, dict[str, str]] = {
     "CreateCompilationJob": {"inputConfig.s3Uri": LOCAL_FILE_URI, "outputConfig.s3OutputLocation": LOCAL_FILE_URI},
+    "CreateModel": {"primaryContainer.modelDataUrl": LOCAL_FILE_URI},
+    "CreateTransformJob": {"transformInput.dataSource.s3DataSource.s3Uri": LOCAL_FILE_URI,
+                           "transformOutput.s3OutputPath": LOCAL_FILE_URI},
 }
 
 

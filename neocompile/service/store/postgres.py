@@ -194,7 +194,7 @@ class PostgresStore(JobStore):
         return [JobRecord.from_row(r) for r in rows]
 
     def add_event(self, name: str, when: float, stage: str, status: str, detail: str, kind: str = "compilation") -> None:
-        line = f"{stage}: {status}" + (f" ({detail})" if detail else "")
+        line = f"{stage}: {detail}" if status == "note" else f"{stage}: {status}" + (f" ({detail})" if detail else "")
         with self._pool.connection() as db:
             db.execute("INSERT INTO events (kind, name, time, stage, status, detail) VALUES (%s, %s, %s, %s, %s, %s)",
                        (kind, name, when, stage, status, detail))
