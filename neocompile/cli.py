@@ -481,6 +481,30 @@ def _add_service_commands(sub: Any) -> None:
     client.add_commands(sub, _add_compile_args)
 
 
+def _add_model_server_command(sub: Any) -> None:
+    p = sub.add_parser("serve-model", help="serve a compiled package on SageMaker's inference container contract "
+                       "(/ping, /execution-parameters, /invocations)",
+                       description="Serve one compiled package as SageMaker hosting and batch transform expect of "
+                       "a container: GET /ping, GET /execution-parameters, POST /invocations (text/csv, "
+                       "application/json, application/jsonlines, application/x-npy). SageMaker runs `docker run IMAGE "
+                       "serve`: the optional `serve` argument is accepted and ignored. No authentication; it binds "
+                       "every interface by default as the contract needs (use --host 127.0.0.1 outside a container).")
+    p.add_argument("serve", nargs="?", choices=["serve"], help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", default="/opt/ml/model", help="the unpacked ModelDataUrl: a package's files or one "
+                   "package .tar.gz (default /opt/ml/model)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--host", default="0.0.0.0",
+                   help="address to bind (default 0.0.0.0, as the container contract needs)")
+    p.set_defaults(func=cmd_serve_model)
+
+
+def cmd_serve_model(args: argparse.Namespace) -> int:
+    from .service import model_server, server
+
+    server.setup_logging()
+    return model_server.serve(args.model_dir, args.host, args.port)
+
+
 def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where the embedded SQLite job store lives (default $NEOCOMPILE_DATA_DIR, "
                    "else ~/.local/state/neocompile)")
@@ -522,6 +546,7 @@ def _main(argv: Sequence[str] | None, prog: str, subcommands: bool) -> int:
         pr.set_defaults(func=cmd_run)
         _add_tuning_commands(sub)
         _add_service_commands(sub)
+        _add_model_server_command(sub)
     else:
         parser = _Parser(prog=prog, description=PROG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--version", action="version", version=f"neocompile {_version()}")

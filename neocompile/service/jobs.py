@@ -278,7 +278,8 @@ class JobService:
                 _discard_partial(job)
             if change["status"] == STARTING:
                 self.store.enqueue(job.name, job.kind)
-            done.append(f"job {job.name}: {job.status} -> {change['status']} ({lost})")
+            label = "job" if job.kind == "compilation" else f"{job.kind} job"
+            done.append(f"{label} {job.name}: {job.status} -> {change['status']} ({lost})")
             log.warning(done[-1])
         return done
 

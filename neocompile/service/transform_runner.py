@@ -68,10 +68,6 @@ def run(request: dict[str, Any], model: dict[str, Any], should_stop: Callable[[]
                     failures.append(f"{uri}: {exc}")
                     note("transform", f"object {i}/{len(objects)} {relative} FAILED: {exc}")
                     continue
-                except InvocationError as exc:
-                    failures.append(f"{uri}: {exc}")
-                    note("transform", f"object {i}/{len(objects)} {relative} FAILED: {exc}")
-                    continue
                 folder, _, name = f"{out_root}/{relative}".rpartition("/")
                 storage.put(tmp, folder, f"{name}.out", OUTPUT_FIELD)
                 records += count
@@ -116,8 +112,14 @@ def _manifest(uri: str) -> list[tuple[str, str]]:
     return [(base + rel, rel) for rel in entries[1:]]
 
 
-class InvocationError(Exception):
-    """A call to the model failed (the container answered an error, or timed out after the retries)."""
+def _invocation_error():
+    from .batch import InvokeError
+
+    return InvokeError
+
+
+class InvocationError(_invocation_error()):
+    """A call to the model failed (the model refused the payload, or its container failed after the retries)."""
 
 
 class open_model:

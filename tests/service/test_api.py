@@ -30,37 +30,9 @@ from neocompile.digest import blake2b_file
 from neocompile.runtime import Model
 from tests.service.apiserver import REGION, ROLE, ApiProcess, wait_for
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "model.tar.gz"
 CONFIG = '{"data": [1, 3, 64, 64]}'
 # A compile that runs for minutes (MetaSchedule tuning), to be stopped or timed out while it runs.
 SLOW = '{"tuning": {"trials": 20000}}'
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path) -> str | None:
-    """The job store of the server under test: None (SQLite in its data dir) or a fresh PostgreSQL database."""
-    return request.getfixturevalue("postgres_db") if request.param == "postgres" else None
-
-
-@pytest.fixture
-def model_uri(s3_env, s3_server) -> str:
-    s3_server.client().upload_file(str(EXAMPLE), s3_env, "in/model.tar.gz")
-    return f"s3://{s3_env}/in/model.tar.gz"
-
-
-@pytest.fixture
-def api(tmp_path, store, s3_env):
-    server = ApiProcess(tmp_path / "data", store=store, workers=1).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def api_only(tmp_path, store):
-    """A server without workers: jobs stay STARTING (listing, validation, races)."""
-    server = ApiProcess(tmp_path / "data", store=store, workers=0).start()
-    yield server
-    server.stop()
 
 
 def create(client, name: str, model_uri: str, output: str, options: str | None = None, max_runtime: int = 900, **extra):
