@@ -2,7 +2,7 @@
 
     python bench/bench.py [--quick] [--models resnet50,mlp] [--batches 1,8] [--tune-trials N]
                           [--skip-memory | --memory-only] [--skip-arm] [--budget S] [--compile-only] [--reuse]
-                          [--render]
+                          [--skip-service | --service-only] [--render]
 
 The models (bench/models.py, plain torch with seeded weights, exported to ONNX opset 17 and packed as Neo's
 model.tar.gz) are ResNet-50, MobileNetV2, a BERT-base-sized encoder and an MLP, each at batch 1 and 8 as separate
@@ -14,7 +14,9 @@ peak memory per stage) in up to three variants: `neocompile` (the default compil
 count (1 and all usable cores) in a child process per (model, batch, threads) for every variant, onnxruntime and torch
 (bench/measure.py), the slowest model is profiled per kernel, VGG-19 and ResNet-50 are compiled for the compile-memory
 test, and one model is compiled for an armv7 and an aarch64 device to count NEON instructions and time it under qemu
-(bench/arm.py). Results go to bench/results.json, bench/results.png and the README (bench/report.py).
+(bench/arm.py). The job service (bench/service.py: `neocompile serve` on SQLite and on a throwaway PostgreSQL) is
+timed with 8 concurrent boto3 clients on 1,000 stored jobs (Describe, List pages) and for how soon an idle worker
+starts a created job. Results go to bench/results.json, bench/results.png and the README (bench/report.py).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench.py`
 
-from bench import frameworks, models, report  # noqa: E402
+from bench import frameworks, models, report, service  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results.json"
 PACKAGES = models.WORK / "packages"
@@ -324,6 +326,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "'none' to skip)")
     p.add_argument("--frameworks-only", action="store_true",
                    help="only the framework rows (merged into an existing bench/results.json)")
+    p.add_argument("--skip-service", action="store_true",
+                   help="skip the job-service part (API latency with 8 clients, worker pick-up; 2-3 min)")
+    p.add_argument("--service-only", action="store_true",
+                   help="only the job-service part (merged into an existing bench/results.json)")
     p.add_argument("--compile-only", action="store_true",
                    help="compile the packages (tuning included) and stop; a later run with --reuse measures them")
     p.add_argument("--reuse", action="store_true",
@@ -369,6 +375,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.frameworks_only:
         frameworks_only(args, facts, target, started)
+        return
+    if args.service_only:
+        service_only(args, facts, target, started)
         return
     cores = facts["usable_cores"]
     threads = [1] if cores == 1 else [1, cores]
@@ -421,6 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         results["memory"] = None if args.skip_memory else memory_test(args.memory_models, compiles, target, args.reuse, tmp)
         results["arm"] = None if args.skip_arm else arm_part(args.arm_model, variants, args.reuse, args.arm_runs, tmp)
         results["frameworks"] = frameworks_part(args.frameworks, target, args.reuse, args, tmp)
+    results["service"] = None if args.skip_service else service_part(args)
     results["goals"] = report.goals(results)
     results["bench_seconds"] = round(time.time() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -429,6 +439,26 @@ def main(argv: list[str] | None = None) -> None:
         log(f"goal {goal['goal']}: {goal['value']} -> {goal['verdict']}")
     log(f"wrote {RESULTS.relative_to(ROOT)}, the README table" + (f" and {chart.relative_to(ROOT)}" if chart else "")
         + f" in {results['bench_seconds'] / 60:.1f} min")
+
+
+def service_part(args) -> dict[str, Any]:
+    """The job service's latency and pick-up figures (bench/service.py), in this process; a failing store is a row."""
+    log("job service: API latency with 8 clients on 1,000 jobs and worker pick-up, SQLite and PostgreSQL")
+    section = service.run(quick=args.quick)
+    for mode in section["modes"]:
+        log("job service " + report.service_line(mode))
+    return section
+
+
+def service_only(args, facts: dict[str, Any], target: str, started: float) -> None:
+    """The job-service part alone, merged into the existing results."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {
+        "machine": facts, "target": target, "config": {}, "variants": {}, "compiles": [], "latency": []}
+    results["service"] = service_part(args)
+    results["goals"] = report.goals(results)
+    RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    render(results)
+    log(f"merged the job-service part into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
 
 
 def memory_only(args, facts: dict[str, Any], target: str, started: float) -> None:

@@ -67,6 +67,38 @@ def framework_ratio(row: dict[str, Any], package: str, baseline: str) -> float |
     return a / b if a is not None and b else None
 
 
+SERVICE_MODES = {"sqlite": "SQLite (embedded)", "postgres": "PostgreSQL"}
+#: The job service's goals: (what, where in a mode's results, limit in ms).
+SERVICE_GOALS = [("Describe p99", ("describe", "p99_ms"), 50.0), ("List p99", ("list", "p99_ms"), 150.0),
+                 ("pick-up", ("pickup", "median_ms"), 1000.0)]
+
+
+def service_verdicts(mode: dict[str, Any]) -> list[tuple[str, float | None, float, bool | None]]:
+    """Each goal of one store's service figures: (what, value in ms, limit in ms, met; None when not measured)."""
+    out = []
+    for what, (part, key), limit in SERVICE_GOALS:
+        value = (mode.get(part) or {}).get(key)
+        out.append((what, value, limit, None if value is None else value < limit))
+    return out
+
+
+def service_goal_text(mode: dict[str, Any]) -> str:
+    verdicts = service_verdicts(mode)
+    missed = [f"{what} {value:.0f} ms (goal < {limit:g} ms)" for what, value, limit, ok in verdicts if ok is False]
+    if missed:
+        return "not met: " + "; ".join(missed)
+    return "met" if all(ok for *_, ok in verdicts) else "not measured"
+
+
+def service_line(mode: dict[str, Any]) -> str:
+    if "error" in mode:
+        return f"{mode['mode']}: ERROR {mode['error']}"
+    d, li, p = mode["describe"], mode["list"], mode["pickup"]
+    return (f"{mode['mode']}: Describe p50 {_fmt_ms(d['p50_ms'])} / p99 {_fmt_ms(d['p99_ms'])} ms, List(100) p50 "
+            f"{_fmt_ms(li['p50_ms'])} / p99 {_fmt_ms(li['p99_ms'])} ms, pick-up median {_fmt_ms(p['median_ms'])} ms -> "
+            + service_goal_text(mode))
+
+
 def summary(latency: list[dict[str, Any]], threads: list[int]) -> dict[str, Any]:
     """Per thread count and runtime: geometric mean and worst of the latency ratio to onnxruntime."""
     out: dict[str, Any] = {}
@@ -310,6 +342,39 @@ def markdown(results: dict[str, Any], chart_path: Path | None, root: Path) -> li
                              f"{ref} {_fmt_ms(base.get('median_ms'))} | {_fmt_ms(ort.get('median_ms')) if ort else 'n/a'} | "
                              f"{f'{fr:.2f}x' if fr else '-'} | {f'{orr:.2f}x' if orr else '-'} | "
                              f"{f'{diff:.1e}' if diff is not None else '-'} |")
+
+    svc = results.get("service")
+    if svc:
+        cfg_s = svc["config"]
+        lines += ["", f"Job service (`neocompile serve`, bench/service.py; measured {svc['measured_at']}): "
+                  f"{cfg_s['jobs']:,} jobs stored (queued: the server runs without workers), {cfg_s['clients']} "
+                  "concurrent clients, each its own process and boto3 client without retries, calling without pause "
+                  f"for {cfg_s['seconds_per_phase']:g} s: DescribeCompilationJob on random jobs, then "
+                  f"ListCompilationJobs with MaxResults={cfg_s['page_size']} walking every page (NextToken) of "
+                  f"{len(cfg_s.get('list_variants', [])) or 'several'} sort orders and filters. Latency is the boto3 call as its caller sees it (request, server, "
+                  "botocore's parsing); 1 client alone = the same calls by one client, one at a time; CPU = the server "
+                  "process's and the clients' CPU time per call (the clients share the machine's cores with the "
+                  "server, and with whatever else runs: load = the 1-minute load average before / after). Pick-up: an idle worker (`--workers 1`), a real job created (examples/model.tar.gz, "
+                  "file:// URIs) until CompilationStartTime is set, from just before the Create call; median (worst) "
+                  f"of {cfg_s['pickup_jobs']} jobs created one at a time, each stopped once started. Goals: "
+                  "Describe p99 < 50 ms, List p99 < 150 ms, pick-up < 1 s.", "",
+                  "| job store | Describe p50 / p99 | List (100 a page) p50 / p99 | pick-up median (worst) | goals | "
+                  "1 client alone p50: Describe / List | CPU per call, server / clients: Describe; List | load |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for mode in svc["modes"]:
+            title = SERVICE_MODES.get(mode["mode"], mode["mode"])
+            if "error" in mode:
+                lines.append(f"| {title} | failed: {str(mode['error'])[:200]} | | | | | | |")
+                continue
+            d, li, p = mode["describe"], mode["list"], mode["pickup"]
+            lines.append(
+                f"| {title} | {_fmt_ms(d['p50_ms'])} / {_fmt_ms(d['p99_ms'])} ms | {_fmt_ms(li['p50_ms'])} / "
+                f"{_fmt_ms(li['p99_ms'])} ms | {_fmt_ms(p['median_ms'])} ms ({_fmt_ms(p['max_ms'])}) | "
+                f"{service_goal_text(mode)} | {_fmt_ms(d['one_client']['p50_ms'])} / "
+                f"{_fmt_ms((li.get('one_client') or {}).get('p50_ms'))} ms | "
+                f"{d['server_cpu_ms_per_call']:.1f} / {d['client_cpu_ms_per_call']:.1f}; {li['server_cpu_ms_per_call']:.1f} / "
+                f"{li['client_cpu_ms_per_call']:.1f} ms | "
+                + "/".join(f"{x:.1f}" for x in (mode["load_average_before"][0], mode["load_average_after"][0])) + " |")
 
     prof = results.get("profile")
     if prof and "top" in prof:

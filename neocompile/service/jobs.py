@@ -102,7 +102,9 @@ class JobService:
         return job
 
     def describe(self, body: dict[str, Any]) -> dict[str, Any]:
-        job = self.get(body["CompilationJobName"])
+        return self.describe_record(self.get(body["CompilationJobName"]))
+
+    def describe_record(self, job: JobRecord) -> dict[str, Any]:
         req = job.request
         out: dict[str, Any] = {
             "CompilationJobName": job.name,

@@ -26,6 +26,8 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 #: The largest request body accepted. The biggest legal CreateCompilationJob (DataInputConfig 16 KiB, 50 tags of
 #: 128 + 256 characters, ARNs up to 2 KiB each) is far below it.
 MAX_BODY_BYTES = 1 << 20
+#: A body over the limit is still read away up to this size before the 413 (beyond it the connection is just closed).
+DISCARD_LIMIT_BYTES = 64 << 20
 
 
 def operations(service: JobService) -> dict[str, Callable[..., dict[str, Any]]]:
@@ -101,8 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         try:
             op, body = self._read_request()
-            result = self._call(op, body)
-            extra = self._progress_headers(op, body)
+            result, extra = self._call(op, body)
             self._send(200, result, extra)
         except ServiceError as exc:
             self._error(exc)
@@ -123,7 +124,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ServiceError("SerializationException", f"Content-Length '{length_text}' is not a number") from None
         if length > MAX_BODY_BYTES:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+            self.close_connection = True
+            # Read it away (up to a bound) so the client, still sending, gets this answer instead of a reset.
+            left = min(length, DISCARD_LIMIT_BYTES)
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
             raise ServiceError("RequestEntityTooLargeException", f"The request body is {length} bytes; neocompile accepts "
                                f"at most {MAX_BODY_BYTES} bytes per request", 413)
         raw = self.rfile.read(length)
@@ -149,21 +154,20 @@ class _Handler(BaseHTTPRequestHandler):
         except validation.RequestValidationError as exc:
             raise ServiceError("ValidationException", str(exc)) from None
 
-    def _call(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, op: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The operation's answer, and extra response headers. A Describe of a job also answers with its latest stage
+        line (``x-neocompile-stage``): botocore hands every response header to its caller
+        (``ResponseMetadata.HTTPHeaders``), so boto3 clients can show progress. One store read serves both."""
+        service = self.server.service
+        if op == "DescribeCompilationJob":
+            job = service.get(body["CompilationJobName"])
+            return service.describe_record(job), _stage_header(job.stage)
+        if op == "DescribeTransformJob":
+            transforms = self.server.ops["DescribeTransformJob"].__self__
+            job = transforms.transform_job(body["TransformJobName"])
+            return transforms.describe_transform_record(job), _stage_header(job.stage)
         func = self.server.ops[op]
-        if op.startswith("Create"):
-            return func(body, sigv4.region_of(self.headers))
-        return func(body)
-
-    def _progress_headers(self, op: str, body: dict[str, Any]) -> dict[str, str]:
-        """Describe also answers with the job's latest stage line (``x-neocompile-stage``): botocore hands every
-        response header to its caller (``ResponseMetadata.HTTPHeaders``), so boto3 clients can show progress."""
-        if op not in ("DescribeCompilationJob", "DescribeTransformJob"):
-            return {}
-        kind, key = ("compilation", "CompilationJobName") if op == "DescribeCompilationJob" else ("transform", "TransformJobName")
-        job = self.server.service.store.get(body[key], kind)
-        line = job.stage if job else ""
-        return {"x-neocompile-stage": line.encode("ascii", "replace").decode()[:1000].replace("\n", " ")} if line else {}
+        return (func(body, sigv4.region_of(self.headers)) if op.startswith("Create") else func(body)), {}
 
     def _error(self, exc: ServiceError) -> None:
         if exc.status >= 500:
@@ -193,3 +197,6 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.close_connection = True
 
+
+def _stage_header(line: str) -> dict[str, str]:
+    return {"x-neocompile-stage": line.encode("ascii", "replace").decode()[:1000].replace("\n", " ")} if line else {}

@@ -128,7 +128,9 @@ class TransformService:
         return found
 
     def describe_transform_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        job = self.transform_job(body["TransformJobName"])
+        return self.describe_transform_record(self.transform_job(body["TransformJobName"]))
+
+    def describe_transform_record(self, job: JobRecord) -> dict[str, Any]:
         req = job.request
         out: dict[str, Any] = {
             "TransformJobName": job.name,

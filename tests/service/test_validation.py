@@ -350,9 +350,14 @@ def test_compile_locations_accept_s3_https_and_local_files(uri):
     assert validate("CreateCompilationJob", body)["InputConfig"]["S3Uri"] == uri
 
 
-def test_local_file_uris_are_only_for_compilation_jobs():
+def test_local_file_uris_only_where_workers_read_and_write_data():
+    """file:// is accepted for the model, dataset and output locations a worker on the same machine (or a shared
+    volume) reads and writes, and nowhere else."""
     body = {**TRANSFORM_JOB, "TransformOutput": {"S3OutputPath": "file:///tmp/out"}}
-    assert only_error("CreateTransformJob", body).endswith(r"pattern: ^(https|s3)://([^/]+)/?(.*)")
+    assert validate("CreateTransformJob", body)["TransformOutput"]["S3OutputPath"] == "file:///tmp/out"
+    capture = {"DestinationS3Uri": "file:///tmp/capture"}
+    assert only_error("CreateTransformJob", {**TRANSFORM_JOB, "DataCaptureConfig": capture}).endswith(
+        r"pattern: ^(https|s3)://([^/]+)/?(.*)")
 
 
 # --- timestamps -------------------------------------------------------------------------------------------------
