@@ -19,7 +19,7 @@ CROSS_TARGET ?= rasp3b
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all deps run test bench targets docker clean distclean
+.PHONY: all deps run test bench targets docker test-docker clean distclean
 
 all: test
 
@@ -90,6 +90,14 @@ docker:
 	@bash docker/build.sh neocompile:latest
 	@docker run --rm --network none -v "$$PWD:/work" neocompile:latest --framework ONNX --model-uri $(EXAMPLE) \
 	  --data-input-config '{"data":[1,3,64,64]}' --target-device $(CROSS_TARGET) --output-location /work/$(OUT)
+
+# The job service end to end in containers (docker/test.sh): build the image, start PostgreSQL, `neocompile serve` and
+# two `neocompile worker` containers on a docker network, compile the example for ml_c4 and rasp3b through the API
+# with boto3 from .venv, check the packages in the shared bind mount, remove everything. Needs root, debootstrap and a
+# running dockerd; CI does not run it (no Docker engine or image registry on CI machines).
+test-docker: deps
+	@bash docker/build.sh neocompile:latest
+	@PYTHON=$(BIN)/python bash docker/test.sh
 
 clean:
 	rm -rf $(OUT) bench/work .pytest_cache

@@ -497,3 +497,13 @@ def test_kinds_are_separate_namespaces(store):
     assert store.query(ListQuery(kind="transform", status=(STOPPED, FAILED)))[0].name == "shared"
     assert store.delete("shared", [""], kind="model") and store.get("shared", "model") is None
     assert store.get("shared", "transform") is not None
+
+
+def test_a_database_that_is_not_utf8_is_refused_with_a_clear_error(postgres_url):
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DROP DATABASE IF EXISTS ascii_store")
+        db.execute("CREATE DATABASE ascii_store ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    with pytest.raises(ValueError, match="is SQL_ASCII; neocompile needs a UTF8 database"):
+        open_store(postgres_url.rsplit("/", 1)[0] + "/ascii_store")

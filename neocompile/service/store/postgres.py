@@ -82,6 +82,13 @@ class PostgresStore(JobStore):
     def _create_schema(self) -> None:
         """Tables of both this store and Procrastinate, once per database; concurrent first starts wait in turn."""
         with psycopg.connect(self.url, connect_timeout=30) as db:
+            encoding = db.execute("SHOW server_encoding").fetchone()[0]
+            encoding = encoding.decode() if isinstance(encoding, bytes) else encoding  # SQL_ASCII answers in bytes
+            if encoding.upper() not in ("UTF8", "UTF-8"):
+                # Job requests, stage lines and failure reasons are Unicode text; SQL_ASCII (initdb in the C locale
+                # without --encoding) stores them as nothing but bytes and psycopg cannot encode them.
+                raise ValueError(f"the job store's PostgreSQL database is {encoding}; neocompile needs a UTF8 database "
+                                 "(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)")
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             db.execute(_SCHEMA)
             # Procrastinate's schema file is not idempotent (CREATE TYPE ...): apply it only to a fresh database.
