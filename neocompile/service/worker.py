@@ -1,8 +1,9 @@
-"""A worker: takes queued compilation jobs from the store and runs each compile in a supervised child process group.
+"""A worker: takes queued jobs from the store and runs them: each compile in a supervised child process group, each
+transform job through ``transform_runner``.
 
-While a compile runs, the worker looks at its job every ``POLL_SECONDS``: STOPPING (StopCompilationJob) or a lost
-lease kills the compile's process group at once; it renews the job's lease every ``LEASE_SECONDS / 4`` and kills the
-compile when the job's deadline (CompilationStartTime + MaxRuntimeInSeconds) passes. A worker killed outright takes
+While a job runs, a watch thread reads it every ``POLL_SECONDS`` and renews its lease every ``LEASE_SECONDS / 4``:
+STOPPING (Stop*Job) or a lost lease kills the compile's process group at once (a transform ends between two
+mini-batches); a compile is also killed when its deadline (CompilationStartTime + MaxRuntimeInSeconds) passes. A worker killed outright takes
 its compile with it (the child dies with its parent) and the job's lease runs out: ``JobService.recover`` (run by every
 server and worker) re-queues it. A worker asked to shut down (SIGTERM, SIGINT) ends its compile and re-queues the job
 without counting the attempt, so a restart resumes it.
