@@ -164,11 +164,14 @@ class _Container:
     GET /execution-parameters, POST /invocations on port 8080, the model under /opt/ml/model."""
 
     def __init__(self, image: str, model_url: str | None, request: dict[str, Any], work: Path):
-        engine = shutil.which("docker") or shutil.which("podman")
+        # NEOCOMPILE_CONTAINER_ENGINE names the engine (a command or a path); unset: docker, else podman.
+        wanted = os.environ.get("NEOCOMPILE_CONTAINER_ENGINE")
+        engine = shutil.which(wanted) if wanted else shutil.which("docker") or shutil.which("podman")
         if engine is None:
+            looked = f"'{wanted}' (NEOCOMPILE_CONTAINER_ENGINE)" if wanted else "docker or podman"
             raise NeoError(f"PrimaryContainer.Image '{image}' must run in a container engine, and this worker has none "
-                           "(docker or podman not found). Give the model a neocompile package as ModelDataUrl without "
-                           "Image to use the built-in runtime, or run the worker where docker is installed")
+                           f"({looked} not found). Give the model a neocompile package as ModelDataUrl without Image to "
+                           "use the built-in runtime, or run the worker where docker is installed")
         self.engine, self.id = engine, None
         model_dir = work / "opt-ml-model"
         model_dir.mkdir()

@@ -286,3 +286,23 @@ def test_models_and_transform_commands(xgb_model, api, s3_env, s3_server, tmp_pa
     assert json.loads(cli("transform", "describe", "cli-job").stdout)["TransformJobStatus"] == "Completed"
     missing = cli("models", "describe", "ghost")
     assert missing.returncode == 1 and "Could not find model" in missing.stderr
+
+
+def test_a_model_image_without_a_container_engine_fails_the_job_clearly(tmp_path, store, s3_env, s3_server):
+    """PrimaryContainer.Image runs in docker or podman; a worker with neither says so (CI machines have none; here
+    the engine is pointed at a path that does not exist, so the test means the same with docker installed)."""
+    from tests.service.apiserver import ApiProcess
+
+    server = ApiProcess(tmp_path / "data", store=store, workers=1,
+                        env={"NEOCOMPILE_CONTAINER_ENGINE": str(tmp_path / "no-such-engine")}).start()
+    try:
+        client = server.client()
+        client.create_model(ModelName="imaged", PrimaryContainer={"Image": "registry.example/scorer:1"})
+        put(s3_server, s3_env, "img-in/x.csv", b"1,2,3\n")
+        d = transform(client, "imaged-job", model="imaged", TransformInput=csv_input(s3_env, "img-in/"),
+                      TransformOutput={"S3OutputPath": f"s3://{s3_env}/img-out"})
+        assert d["TransformJobStatus"] == "Failed"
+        assert "PrimaryContainer.Image 'registry.example/scorer:1' must run in a container engine" in d["FailureReason"]
+        assert "not found" in d["FailureReason"]
+    finally:
+        server.stop()
