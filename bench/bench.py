@@ -2,7 +2,7 @@
 
     python bench/bench.py [--quick] [--models resnet50,mlp] [--batches 1,8] [--tune-trials N]
                           [--skip-memory | --memory-only] [--skip-arm] [--budget S] [--compile-only] [--reuse]
-                          [--skip-service | --service-only] [--render]
+                          [--skip-service | --service-only] [--skip-transform | --transform-only] [--render]
 
 The models (bench/models.py, plain torch with seeded weights, exported to ONNX opset 17 and packed as Neo's
 model.tar.gz) are ResNet-50, MobileNetV2, a BERT-base-sized encoder and an MLP, each at batch 1 and 8 as separate
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench.py`
 
-from bench import frameworks, models, report, service  # noqa: E402
+from bench import frameworks, models, report, service, transform  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results.json"
 PACKAGES = models.WORK / "packages"
@@ -330,6 +330,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the job-service part (API latency with 8 clients, worker pick-up; 2-3 min)")
     p.add_argument("--service-only", action="store_true",
                    help="only the job-service part (merged into an existing bench/results.json)")
+    p.add_argument("--skip-transform", action="store_true",
+                   help="skip the batch-transform part (1,000,000 CSV rows through an XGBoost package vs xgboost; ~1-2 min)")
+    p.add_argument("--transform-only", action="store_true",
+                   help="only the batch-transform part (merged into an existing bench/results.json)")
     p.add_argument("--compile-only", action="store_true",
                    help="compile the packages (tuning included) and stop; a later run with --reuse measures them")
     p.add_argument("--reuse", action="store_true",
@@ -378,6 +382,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.service_only:
         service_only(args, facts, target, started)
+        return
+    if args.transform_only:
+        transform_only(args, facts, target, started)
         return
     cores = facts["usable_cores"]
     threads = [1] if cores == 1 else [1, cores]
@@ -431,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         results["arm"] = None if args.skip_arm else arm_part(args.arm_model, variants, args.reuse, args.arm_runs, tmp)
         results["frameworks"] = frameworks_part(args.frameworks, target, args.reuse, args, tmp)
     results["service"] = None if args.skip_service else service_part(args)
+    results["transform"] = None if args.skip_transform else transform_part(args)
     results["goals"] = report.goals(results)
     results["bench_seconds"] = round(time.time() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -459,6 +467,24 @@ def service_only(args, facts: dict[str, Any], target: str, started: float) -> No
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
     render(results)
     log(f"merged the job-service part into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
+
+
+def transform_part(args) -> dict[str, Any]:
+    """Batch-transform throughput (bench/transform.py): CSV rows through an XGBoost package vs xgboost itself."""
+    rows = 100_000 if args.quick else 1_000_000
+    log(f"batch transform: {rows:,} CSV rows x 20 features through an XGBoost package, 1 and all cores, vs xgboost")
+    return transform.run(rows=rows)
+
+
+def transform_only(args, facts: dict[str, Any], target: str, started: float) -> None:
+    """The batch-transform part alone, merged into the existing results."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {
+        "machine": facts, "target": target, "config": {}, "variants": {}, "compiles": [], "latency": []}
+    results["transform"] = transform_part(args)
+    results["goals"] = report.goals(results)
+    RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    render(results)
+    log(f"merged the batch-transform part into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
 
 
 def memory_only(args, facts: dict[str, Any], target: str, started: float) -> None:

@@ -376,6 +376,11 @@ def markdown(results: dict[str, Any], chart_path: Path | None, root: Path) -> li
                 f"{li['client_cpu_ms_per_call']:.1f} ms | "
                 + "/".join(f"{x:.1f}" for x in (mode["load_average_before"][0], mode["load_average_after"][0])) + " |")
 
+    if results.get("transform"):
+        from bench import transform  # bench.py imports this module: import the part's renderer on use
+
+        lines += ["", transform.render(results["transform"])]
+
     prof = results.get("profile")
     if prof and "top" in prof:
         lines += ["", f"Where the time goes in the slowest model relative to onnxruntime, {_label(prof['model'])} batch "

@@ -87,25 +87,52 @@ def whole(source: Source, limit: int | None) -> bytes:
 def lines(source: Source, limit: int | None) -> Iterator[Record]:
     """SplitType Line: non-empty lines without their line end; a line longer than ``limit`` is refused as soon as
     that many bytes of it were read."""
+    for run in line_runs(source, limit):
+        for number, part in enumerate(run.data.split(b"\n"), run.first):
+            yield Record(number, part)
+
+
+@dataclass
+class Lines:
+    """Records ``first`` to ``first + count - 1`` of :func:`lines`, consecutive lines, joined with ``\\n``."""
+    data: bytes
+    first: int
+    count: int
+
+
+def line_runs(source: Source, limit: int | None) -> Iterator[Lines]:
+    """:func:`lines` a chunk at a time, as runs of consecutive lines (the same records, numbers and errors, raised
+    after the records before them were given). A chunk whose lines are neither empty nor too long (the usual case)
+    costs a few C calls whatever its number of lines."""
     pending: list[bytes] = []
     pending_size = 0
     lineno = 1
     while chunk := source.read(CHUNK):
-        parts = chunk.split(b"\n")
-        for part in parts[:-1]:
-            if pending:
-                pending.append(part)
-                part = b"".join(pending)
-                pending, pending_size = [], 0
-            if part.endswith(b"\r"):
-                part = part[:-1]
-            if limit is not None and len(part) > limit:
-                raise too_large(lineno, len(part), limit)
-            if part:
-                yield Record(lineno, part)
-            lineno += 1
-            source.record = lineno
-        tail = parts[-1]
+        end = chunk.rfind(b"\n")
+        if end >= 0:
+            first = lineno
+            block = b"".join(pending + [chunk[:end + 1]]) if pending else chunk[:end + 1]  # whole lines
+            if b"\r" in block:
+                block = block.replace(b"\r\n", b"\n")  # one \r before each \n dropped
+            pending, pending_size = [], 0
+            if block[0] != 10 and b"\n\n" not in block and (limit is None or len(block) <= limit + 1):
+                count = block.count(b"\n")  # no line empty, none too long
+                lineno += count
+                source.record = lineno
+                yield Lines(block[:-1], first, count)
+            else:
+                parts = block.split(b"\n")
+                parts.pop()
+                lineno += len(parts)
+                source.record = lineno
+                if limit is not None and max(map(len, parts)) > limit:
+                    at = next(i for i, part in enumerate(parts) if len(part) > limit)
+                    yield from _runs(parts[:at], first)
+                    raise too_large(first + at, len(parts[at]), limit)
+                yield from _runs(parts, first)  # empty lines are no records
+            tail = chunk[end + 1:]
+        else:
+            tail = chunk
         if tail:
             pending.append(tail)
             pending_size += len(tail)
@@ -118,7 +145,18 @@ def lines(source: Source, limit: int | None) -> Iterator[Record]:
         if limit is not None and len(part) > limit:
             raise too_large(lineno, len(part), limit)
         if part:
-            yield Record(lineno, part)
+            yield Lines(part, lineno, 1)
+
+
+def _runs(parts: list[bytes], first: int) -> Iterator[Lines]:
+    """The non-empty ``parts`` (lines ``first``, ``first + 1``, ...) as runs of consecutive lines."""
+    start = None
+    for i, part in enumerate(parts + [b""]):
+        if part and start is None:
+            start = i
+        elif not part and start is not None:
+            yield Lines(b"\n".join(parts[start:i]), first + start, i - start)
+            start = None
 
 
 def recordio(source: Source, limit: int | None, keep_frame: bool) -> Iterator[Record]:

@@ -39,6 +39,19 @@ class _Item:
                           # takes several times the memory, and mini-batches are held in memory)
 
 
+@dataclass
+class _LineBatch:
+    """A MultiRecord mini-batch of Line records whose responses need no pairing: its payload (the records joined
+    with ``\\n``), how many records it holds and the line numbers of the first and the last."""
+    first: int
+    last: int
+    count: int
+    payload: bytes
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class _Plan:
     def __init__(self, spec: TransformSpec):
         self.spec = spec
@@ -57,6 +70,9 @@ class _Plan:
         self.lines_in_object = dp and spec.split_type == "None" and self.in_fmt == "jsonlines"
         self.batched = self.multi or self.lines_in_object
         self.line_end = b"\n" if spec.assemble_with == "Line" else b""
+        # MultiRecord Line records sent as they are (no InputFilter, no pairing): batched a chunk at a time.
+        self.whole_lines = (self.multi and spec.split_type == "Line" and self.limit is not None and not self.pairs
+                            and not self.filter_input and not self.join and not self.lines_in_object)
 
     def items(self, source: splitting.Source) -> Iterator[_Item]:
         records: Iterable[splitting.Record] = splitting.records(self.spec.split_type, source, self.limit,
@@ -114,20 +130,57 @@ class _Plan:
         if batch:
             yield batch
 
+    def line_batches(self, source: splitting.Source) -> Iterator[_LineBatch]:
+        """What ``batches(items(source))`` gives for :attr:`whole_lines`, without a Python step per record: each
+        mini-batch holds as many records as fit in MaxPayloadInMB with the ``\\n`` between them (the same batches),
+        cut from runs of lines at a line end."""
+        limit = self.limit
+        parts: list[bytes] = []
+        size = count = first = last = 0
+        for run in splitting.line_runs(source, limit):
+            data, number, n = run.data, run.first, run.count
+            while n:
+                room = limit - (size + 1 if parts else 0)  # what more fits, the \n before it included
+                if len(data) <= room:
+                    take, k = len(data), n
+                else:
+                    take = data.rfind(b"\n", 0, room + 1)  # the longest run of whole records that fits
+                    if take < 0:  # not even the next record
+                        record = data.find(b"\n")
+                        record = len(data) if record < 0 else record
+                        if not parts or record > limit:
+                            raise splitting.too_large(number, record, limit, "payload")
+                        yield _LineBatch(first, last, count, b"\n".join(parts))
+                        parts, size, count = [], 0, 0
+                        continue
+                    k = data.count(b"\n", 0, take) + 1
+                if not parts:
+                    first = number
+                parts.append(data[:take] if take < len(data) else data)
+                size, count, last = (size + 1 if len(parts) > 1 else 0) + take, count + k, number + k - 1
+                if k == n:
+                    break
+                yield _LineBatch(first, last, count, b"\n".join(parts))  # the next record does not fit
+                parts, size, count = [], 0, 0
+                data, number, n = data[take + 1:], number + k, n - k
+        if parts:
+            yield _LineBatch(first, last, count, b"\n".join(parts))
+
     def payload(self, batch: list[_Item]) -> bytes:
         if len(batch) == 1:
             return batch[0].piece
         return (b"" if self.binary else b"\n").join(item.piece for item in batch)
 
-    def call(self, invoke: Invoke, batch: list[_Item]) -> bytes:
+    def call(self, invoke: Invoke, batch: list[_Item] | _LineBatch) -> bytes:
+        lines = isinstance(batch, _LineBatch)
         try:
-            return invoke(self.payload(batch), self.spec.content_type, self.spec.accept)
+            return invoke(batch.payload if lines else self.payload(batch), self.spec.content_type, self.spec.accept)
         except InvokeError as e:
-            first, last = batch[0].index, batch[-1].index
+            first, last = (batch.first, batch.last) if lines else (batch[0].index, batch[-1].index)
             which = "" if len(batch) == 1 else f"the mini-batch of records {first}-{last}: "
             raise RecordError(first, f"{which}{e}") from None
 
-    def output(self, batch: list[_Item], response: bytes) -> bytes:
+    def output(self, batch: list[_Item] | _LineBatch, response: bytes) -> bytes:
         if not isinstance(response, bytes):
             response = bytes(response)
         if not self.pairs:
@@ -174,7 +227,8 @@ def transform_stream(spec: TransformSpec, source: BinaryIO, sink: BinaryIO, invo
     if problems:
         raise ValueError("; ".join(problems))
     plan = _Plan(spec)
-    batches = plan.batches(plan.items(splitting.Source(source, spec.compression == "Gzip")))
+    stream = splitting.Source(source, spec.compression == "Gzip")
+    batches = plan.line_batches(stream) if plan.whole_lines else plan.batches(plan.items(stream))
     done = 0
     if concurrency <= 1:
         for batch in batches:
