@@ -17,12 +17,11 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 from typing import Any, Callable
 
 from .. import __version__
 from .store import now as now_ms
-from .store import (SORT_COLUMNS, COMPLETED, FAILED, INPROGRESS, RUNNING, STARTING, STOPPED, STOPPING, TERMINAL, JobRecord, JobStore,
+from .store import (SORT_COLUMNS, COMPLETED, FAILED, INPROGRESS, STARTING, STOPPED, STOPPING, TERMINAL, JobRecord, JobStore,
                     ListQuery, NameTaken)
 
 log = logging.getLogger("neocompile.service")

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-import xgboost
 from botocore.exceptions import ClientError, WaiterError
 
 from neocompile.runtime import Model
