@@ -176,6 +176,10 @@ def start_s3_server(data_dir: Path, attempts: int = 3) -> S3Server:
             # A missing bucket must be an error, not silently created on upload.
             "-s3.autoCreateBucket=false",
             "-master.telemetry=false", "-volume.preStopSeconds=0",
+            # Every bucket is a collection that takes volumes of its own (several at a time), and the test session
+            # makes hundreds of buckets: the default cap (free disk / volume size) ran out of volumes mid-session
+            # ("No writable volumes and no free volumes left"). Empty volumes cost nothing on disk.
+            "-volume.max=10000",
             # Unix sockets default to /tmp/seaweedfs-*-<port>.sock and outlive the server.
             f"-filer.localSocket={data_dir / 'filer.sock'}",
             f"-s3.localSocket={data_dir / 's3.sock'}",
