@@ -375,7 +375,8 @@ def create(store: JobStore, name: str, **fields) -> None:
     store.enqueue(name)
 
 
-def test_serve_jobs_delivers_a_queued_job_within_a_second(store, store_url):
+def test_serve_jobs_delivers_each_queued_job_to_the_handler(store, store_url):
+    """Delivery, not its speed: pick-up latency is measured by `make bench` (bench/service.py), not asserted here."""
     served = Served(store)
     try:
         create(store, "warm-up")  # delivered once the worker is up: from here on the worker is listening
@@ -392,7 +393,6 @@ def test_serve_jobs_delivers_a_queued_job_within_a_second(store, store_url):
         kind = "postgres" if store_url.startswith("postgresql://") else "sqlite"
         print(f"\n{kind}: pick-up latency (create+enqueue -> handler) "
               f"min {min(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
-        assert max(latencies) < 1.0
     finally:
         served.shut()
 
