@@ -358,7 +358,7 @@ class Served:
         assert self.error is None, self.error
         assert len(self.jobs) >= count, f"only {len(self.jobs)} of {count} jobs delivered"
 
-    def shut(self, within: float = 2.0) -> float:
+    def shut(self, within: float = 10.0) -> float:  # returns at all (speed is not asserted: a loaded CI machine)
         began = time.monotonic()
         self.stop.set()
         self.thread.join(timeout=10)
