@@ -48,13 +48,22 @@ def write_report(folder: Path, report: dict[str, Any]) -> None:
 
 
 def add_runtime(folder: Path, runtime_dir: Path | None, driver: Path | None) -> list[str]:
-    """Copy the TVM runtime libraries (lib/) and the standalone runner (bin/neo_run) into the package."""
+    """Copy the runtime into the package: the TVM runtime libraries and the C API (``lib/``), the runner
+    (``bin/neo_run``), the C API's header (``include/neocompile_rt.h``) and its Python binding
+    (``python/neocompile_rt.py``, numpy only)."""
+    from .device.runner import RT_HEADER, RT_LIBRARY, RT_PYTHON
+
     added = []
     if runtime_dir is not None:
         (folder / "lib").mkdir(exist_ok=True)
         for lib in sorted(Path(runtime_dir).glob("*.so*")):
             shutil.copy2(lib, folder / "lib" / lib.name)
             added.append(f"lib/{lib.name}")
+        if (folder / "lib" / RT_LIBRARY).is_file():
+            for sub, source in (("include", RT_HEADER), ("python", RT_PYTHON)):
+                (folder / sub).mkdir(exist_ok=True)
+                shutil.copy2(source, folder / sub / source.name)
+                added.append(f"{sub}/{source.name}")
     if driver is not None:
         (folder / "bin").mkdir(exist_ok=True)
         shutil.copy2(driver, folder / "bin" / "neo_run")

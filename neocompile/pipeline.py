@@ -264,16 +264,16 @@ def _run(p: Plan, stage: _Stages, work: Path) -> CompilationResult:
 
 
 def _bundle_runtime(target: Target, staging: Path, note: Callable[[str], None]) -> tuple[list[str], str]:
-    """Put the target's TVM runtime (lib/) and the C++ runner (bin/neo_run) into the package folder."""
+    """Put the target's runtime into the package folder: the TVM runtime and the C API (lib/), the runner
+    (bin/neo_run), the C header (include/) and the Python binding (python/)."""
     from .device import runner, tvm_runtime
 
     if not tvm_runtime.is_cached(target.arch):
         note(f"building the {target.arch} TVM runtime for glibc {tvm_runtime.build_spec(target.arch)['glibc']} "
              "once (zig, from the wheel's C++ sources: a few minutes, then cached)")
     # No package ships without its runtime and runner: a failure to build them fails the job.
-    runtime_dir = tvm_runtime.runtime_libraries(target.arch)
-    driver = runner.build_driver(target)
-    return package.add_runtime(staging, runtime_dir, driver), ""
+    driver = runner.build_driver(target)  # in a folder with the runtime libraries and the C API it runs on
+    return package.add_runtime(staging, driver.parent, driver), ""
 
 
 def _take_module(loaded) -> Any:

@@ -142,7 +142,7 @@ def test_template_native(case, tmp_path):
 @pytest.mark.parametrize("target_name", ["rk3399", "rasp3b"])
 def test_templates_under_qemu(target_name, tmp_path):
     """One network holding every template, compiled for an ARM device and run under qemu with the bundled runtime."""
-    from neocompile.device import runner, tvm_runtime
+    from neocompile.device import runner
     from neocompile.targets import get_target
 
     class Net(torch.nn.Module):
@@ -168,7 +168,8 @@ def test_templates_under_qemu(target_name, tmp_path):
     (package / "bin").mkdir(parents=True)
     from neocompile import package as package_mod
 
-    package_mod.add_runtime(package, tvm_runtime.runtime_libraries(target.arch), runner.build_driver(target))
+    driver = runner.build_driver(target)
+    package_mod.add_runtime(package, driver.parent, driver)
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     got = runner.run_library(compiled.path, target, [x], package_dir=package)[0]
     np.testing.assert_allclose(got, _reference(data, x), rtol=1e-4, atol=1e-4)

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ import numpy as np
 from ..errors import NeoError, VerificationError
 from ..targets import cpu_flags
 from . import toolchain
-from .tvm_runtime import RuntimeUnavailable, build_spec, host_arch, is_cached, runtime_cache_dir, runtime_libraries
+from .tvm_runtime import (RuntimeUnavailable, build_spec, host_arch, is_cached, locked, runtime_cache_dir, runtime_libraries,
+                          runtime_versions, staging)
 
 DRIVER_SOURCE = Path(__file__).resolve().parent / "driver" / "neo_run.cc"
 
@@ -49,9 +49,22 @@ def _include_dir() -> Path:
     return inc
 
 
+#: The C API of the package runtime (lib/libneocompile_rt.so) and its header, shipped as include/neocompile_rt.h.
+RT_SOURCE = Path(__file__).resolve().parent / "driver" / "neocompile_rt.cc"
+RT_HEADER = Path(__file__).resolve().parent / "driver" / "include" / "neocompile_rt.h"
+#: The numpy-only Python binding over the C API, shipped as python/neocompile_rt.py.
+RT_PYTHON = Path(__file__).resolve().parent / "python" / "neocompile_rt.py"
+RT_LIBRARY = "libneocompile_rt.so"
+#: Only the C API leaves the library; its libc++ and the tvm-ffi C++ layer it is built with stay private.
+_RT_EXPORTS = "{\n  global: nrt_*;\n  local: *;\n};\n"
+
+
 def build_driver(target) -> Path:
-    """The ``neo_run`` driver for ``target``'s architecture, built with zig for the architecture's glibc floor and
-    cached in the runtime folder (so ``$ORIGIN`` finds the libraries), keyed by a hash of the source and command."""
+    """``neo_run`` for ``target``'s architecture, in a folder that also holds what it runs on: the C API
+    ``libneocompile_rt.so`` and the TVM runtime libraries (hard links to :mod:`.tvm_runtime`'s cache). Both are
+    built with zig for the architecture's glibc floor; the folder is keyed by a hash of the sources and commands,
+    written to a staging sibling and renamed, so it is complete whenever it exists. A package takes the whole
+    folder (``lib/`` and ``bin/neo_run``)."""
     try:
         libs = runtime_libraries(target.arch)
         spec = build_spec(target.arch)
@@ -60,26 +73,41 @@ def build_driver(target) -> Path:
         raise EmulationUnavailable(f"Cannot build the model driver for {target.name}: {exc}") from exc
     include = _include_dir()
     flags = ["-std=c++17", "-O2", "-g0", "-s"]
+    versions = runtime_versions()
+    version_text = (f"neocompile-rt 1 (apache-tvm {versions['tvm']}, apache-tvm-ffi {versions['tvm-ffi']})")
     digest = hashlib.sha256()
-    digest.update(DRIVER_SOURCE.read_bytes())
-    for header in ("function.h", "extra/module.h", "container/tensor.h", "c_api.h"):
-        digest.update((include / "tvm" / "ffi" / header).read_bytes())
-    digest.update(repr((cxx[1:], flags, toolchain.zig_version())).encode())
-    exe = libs / f"neo_run-{digest.hexdigest()[:16]}"
+    for source in (DRIVER_SOURCE, RT_SOURCE, RT_HEADER):
+        digest.update(source.read_bytes())
+    for header in sorted((include / "tvm" / "ffi").rglob("*.h")):
+        digest.update(header.read_bytes())
+    digest.update(repr((cxx[1:], flags, _RT_EXPORTS, version_text, toolchain.zig_version())).encode())
+    final = libs / f"bundle-{digest.hexdigest()[:16]}"
+    exe = final / "neo_run"
     if exe.is_file():
         return exe
-    tmp = libs / f".{exe.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    cmd = [*cxx, *flags, "-I", str(include), str(DRIVER_SOURCE), "-o", str(tmp), "-L", str(libs),
-           "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-ldl",
-           "-Wl,-rpath,$ORIGIN:$ORIGIN/../lib"]
-    try:
-        toolchain.run(cmd, f"Building the model driver for {target.name}", timeout=600)
-        os.replace(tmp, exe)
-    except NeoError as exc:
-        raise EmulationUnavailable(str(exc)) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with locked(final):
+        if exe.is_file():
+            return exe
+        with staging(final) as tmp:
+            for lib in sorted(libs.glob("*.so")):
+                try:
+                    os.link(lib, tmp / lib.name)
+                except OSError:
+                    shutil.copy2(lib, tmp / lib.name)
+            (tmp / "exports.map").write_text(_RT_EXPORTS)
+            rt_cmd = [*cxx, *flags, "-fPIC", "-fvisibility=hidden", "-shared", f"-DNRT_VERSION_TEXT=\"{version_text}\"",
+                      "-I", str(RT_HEADER.parent), "-I", str(include), str(RT_SOURCE), "-o", str(tmp / RT_LIBRARY),
+                      f"-Wl,--version-script={tmp / 'exports.map'}", f"-Wl,-soname,{RT_LIBRARY}", "-L", str(tmp),
+                      "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-ldl", "-lpthread",
+                      "-Wl,-rpath,$ORIGIN", "-Wl,--no-undefined"]
+            exe_cmd = [*cxx, *flags, "-I", str(RT_HEADER.parent), str(DRIVER_SOURCE), "-o", str(tmp / "neo_run"),
+                       "-L", str(tmp), f"-l:{RT_LIBRARY}", "-Wl,-rpath,$ORIGIN:$ORIGIN/../lib"]
+            try:
+                toolchain.run(rt_cmd, f"Building the package runtime (C API) for {target.name}", timeout=600)
+                toolchain.run(exe_cmd, f"Building the model driver for {target.name}", timeout=600)
+            except NeoError as exc:
+                raise EmulationUnavailable(str(exc)) from exc
+            (tmp / "exports.map").unlink()
     return exe
 
 

@@ -8,61 +8,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import neocompile
 from neocompile.device import elf, floors, images, runner
 from neocompile.errors import CompilationError, PackageError
 from neocompile.runtime import Model
 from neocompile.targets import all_targets, get_target
-from tests.models import SMALL_CONFIG, SMALL_SHAPE, small_onnx_archive
+from tests.models import SMALL_SHAPE
 
 DEVICES = sorted(all_targets())
-
-
-@pytest.fixture(scope="session")
-def image_roots():
-    """Each distinct test image of the registry, built once (about 20 s each) and cached."""
-    roots: dict[str, Path] = {}
-
-    def get(image: dict) -> Path:
-        key = json.dumps(image, sort_keys=True)
-        if key not in roots:
-            try:
-                roots[key] = images.ensure_image(image)
-            except images.ImageUnavailable as exc:
-                pytest.fail(f"device OS image {image} is unavailable: {exc}", pytrace=False)
-        return roots[key]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> Path:
-    return small_onnx_archive(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def packages(archive, tmp_path_factory):
-    """One compiled, extracted package per device (compiled on first use)."""
-    built: dict[str, tuple[Path, dict]] = {}
-
-    def get(name: str) -> tuple[Path, dict]:
-        if name not in built:
-            out = tmp_path_factory.mktemp(f"out-{name}")
-            result = neocompile.compile_model(model_uri=str(archive), framework="ONNX", output_location=str(out),
-                                              data_input_config=SMALL_CONFIG, target_device=name)
-            folder = out / "pkg"
-            with tarfile.open(result.artifact_uri) as tar:
-                tar.extractall(folder, filter="data")
-            built[name] = (folder, result.meta)
-        return built[name]
-
-    return get
 
 
 def _run_in_image(root: Path, target, package: Path, x: np.ndarray | None, tmp_path: Path) -> subprocess.CompletedProcess:

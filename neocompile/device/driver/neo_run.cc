@@ -1,42 +1,28 @@
-// neo_run: run a TVM Relax VM library once, without Python.
+// neo_run: run a neocompile package without Python, a thin program over the package's C API (neocompile_rt.h).
 //
-//   neo_run [--threads N] <model.so> <io-dir>
-//   neo_run [--threads N] --load-only <model.so>     load the model and the runtime, set up the VM, run nothing
+//   neo_run [--threads N] <model> <io-dir>
+//   neo_run [--threads N] --repeat N [--warmup M] <model> [<io-dir>]
+//   neo_run [--threads N] --load-only <model>
 //
-// <io-dir>/inputs.txt has one line per input of `main`, in order:
+// <model> is the package folder or its compiled.so. <io-dir>/inputs.txt has one line per input, in order:
 //   <dtype> <ndim> <d0> ... <d(ndim-1)> <path-to-raw-little-endian-file>
-// (a relative path is taken relative to <io-dir>). Every output tensor of `main` (a tensor, or a
-// possibly nested tuple of tensors, flattened depth first) is written to <io-dir>/output_<i>.bin
-// and described in <io-dir>/outputs.txt in the same format (with the bare file name); <io-dir>/timing.txt
-// gets "load_s", "run_s" and "threads" lines. stdout carries nothing but --load-only's one line.
+// (a relative path is taken relative to <io-dir>). Every output (tuples flattened depth first) is written to
+// <io-dir>/output_<i>.bin and described in <io-dir>/outputs.txt in the same format (with the bare file name);
+// <io-dir>/timing.txt gets "load_s", "run_s" and "threads" lines (with --repeat also "runs", "warmup",
+// "median_ms", "p90_ms", "min_ms").
 //
-// Weights: when <model>.params sits beside the model (compiled.so -> compiled.params; TVM's param-dict format with
-// the names "main:0", "main:1", ...), it is loaded once and its tensors are passed to `main` after the inputs. A
-// model without one embeds its weights (older packages). When compiled.meta beside the model says the weights are
-// external ("Storage": "external") but the file is missing or unreadable, the run fails naming the file.
+// --repeat N --warmup M: a latency mode. The package loads once, runs M times unmeasured, then N times measured,
+// and one line on stdout gives the median, p90 and minimum of the N runs. Inputs come from <io-dir> when given,
+// else zero-filled at the shapes compiled.meta declares. --load-only: load the package and its weights, run
+// nothing, print one line. stdout carries nothing else.
 //
-// Threads: --threads N, else $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every CPU this process may
-// run on (its affinity mask, so taskset and cgroup cpusets count), free to run on any CPU of the mask. TVM's own
-// default would be half of the machine's CPUs on x86, pinned one per core whatever the mask.
+// Threads: --threads N, else $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every CPU this process may run
+// on (its affinity mask), not pinned (the C API's rules). Weights, glibc floor, architecture and device checks are
+// the C API's (nrt_load).
 //
 // A malformed command line or thread count: a message on stderr and exit status 2; any other failure: a message
-// on stderr and exit status 1. When compiled.meta sits next to the model, its MinGlibc is checked against this
-// system's glibc first, so an old OS gets a plain refusal naming both versions instead of the dynamic loader's
-// "version `GLIBC_2.xx' not found".
-//
-// Built against the tvm-ffi headers only; link with -ltvm_runtime -ltvm_ffi (--no-as-needed so the
-// runtime's static registrations, e.g. the Relax VM executable loader, run).
-#include <dlfcn.h>
-#include <gnu/libc-version.h>
-#include <sched.h>
-#include <tvm/ffi/any.h>
-#include <tvm/ffi/container/array.h>
-#include <tvm/ffi/container/tensor.h>
-#include <tvm/ffi/dtype.h>
-#include <tvm/ffi/error.h>
-#include <tvm/ffi/extra/module.h>
-#include <tvm/ffi/function.h>
-#include <tvm/ffi/string.h>
+// on stderr and exit status 1.
+#include "neocompile_rt.h"
 
 #include <algorithm>
 #include <chrono>
@@ -49,31 +35,19 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
-
-namespace ffi = tvm::ffi;
 
 namespace {
 
-constexpr int kPooledAllocator = 2;  // tvm::runtime::memory::AllocatorType::kPooled
-constexpr int kShareAllCores = -3;   // tvm::runtime::threading::ThreadGroup::kSpecifyThreadShareAllCore
-constexpr char kThreadsEnv[] = "NEOCOMPILE_NUM_THREADS";
-
-// A malformed command line or setting: exit status 2.
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-struct CPUAlloc {
-  void AllocData(DLTensor* t) {
-    size_t n = ffi::GetDataSize(*t);
-    void* p = nullptr;
-    if (posix_memalign(&p, 64, n == 0 ? 64 : n) != 0) throw std::runtime_error("out of memory");
-    t->data = p;
-  }
-  void FreeData(DLTensor* t) { std::free(t->data); }
-};
+[[noreturn]] void Fail(const std::string& msg) { throw std::runtime_error(msg); }
+
+void Check(int rc) {
+  if (rc != 0) Fail(nrt_last_error());
+}
 
 struct TensorSpec {
   std::string dtype;
@@ -81,11 +55,37 @@ struct TensorSpec {
   std::string path;
 };
 
-[[noreturn]] void Fail(const std::string& msg) { throw std::runtime_error(msg); }
+struct Buffer {  // 64-byte aligned, so the C API borrows it instead of copying
+  void* data = nullptr;
+  size_t bytes = 0;
+  explicit Buffer(size_t n) : bytes(n) {
+    if (posix_memalign(&data, 64, n ? n : 64) != 0) Fail("out of memory");
+    std::memset(data, 0, n);
+  }
+  ~Buffer() { std::free(data); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
 
 std::string JoinPath(const std::string& dir, const std::string& p) {
   if (!p.empty() && p[0] == '/') return p;
   return dir + "/" + p;
+}
+
+size_t DtypeBytes(const std::string& dtype) {
+  if (dtype == "bool") return 1;
+  size_t digits = dtype.find_first_of("0123456789");
+  if (digits == std::string::npos) Fail("unknown dtype " + dtype);
+  size_t bits = std::strtoul(dtype.c_str() + digits, nullptr, 10);
+  size_t x = dtype.find('x', digits);
+  size_t lanes = x == std::string::npos ? 1 : std::strtoul(dtype.c_str() + x + 1, nullptr, 10);
+  return (bits * lanes + 7) / 8;
+}
+
+size_t NumBytes(const TensorSpec& s) {
+  size_t n = DtypeBytes(s.dtype);
+  for (int64_t d : s.shape) n *= static_cast<size_t>(d);
+  return n;
 }
 
 std::vector<TensorSpec> ReadSpecs(const std::string& file) {
@@ -114,243 +114,68 @@ std::vector<TensorSpec> ReadSpecs(const std::string& file) {
   return specs;
 }
 
-ffi::Tensor LoadTensor(const TensorSpec& s, const std::string& dir) {
-  DLDataType dtype = ffi::StringToDLDataType(s.dtype);
-  ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(s.shape.data(), s.shape.size()), dtype,
-                                           DLDevice{kDLCPU, 0});
-  size_t nbytes = ffi::GetDataSize(*t.GetDLTensorPtr());
+void ReadData(const TensorSpec& s, const std::string& dir, Buffer* buf) {
   std::string path = JoinPath(dir, s.path);
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) Fail("cannot open input data " + path);
   std::streamoff size = in.tellg();
-  if (size != static_cast<std::streamoff>(nbytes)) {
+  if (size != static_cast<std::streamoff>(buf->bytes)) {
     Fail("input data " + path + " has " + std::to_string(size) + " bytes; " + s.dtype + " shape needs " +
-         std::to_string(nbytes));
+         std::to_string(buf->bytes));
   }
   in.seekg(0);
-  if (nbytes && !in.read(static_cast<char*>(t.data_ptr()), nbytes)) Fail("cannot read " + path);
-  return t;
+  if (buf->bytes && !in.read(static_cast<char*>(buf->data), buf->bytes)) Fail("cannot read " + path);
 }
 
-void Flatten(const ffi::Any& v, std::vector<ffi::Tensor>* out) {
-  if (auto t = v.as<ffi::Tensor>()) {
-    out->push_back(*t);
-  } else if (auto arr = v.as<ffi::Array<ffi::Any>>()) {
-    for (const ffi::Any& e : *arr) Flatten(e, out);
-  } else if (auto i = v.as<int64_t>()) {
-    int64_t x = *i;
-    ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(nullptr, 0), DLDataType{kDLInt, 64, 1},
-                                             DLDevice{kDLCPU, 0});
-    std::memcpy(t.data_ptr(), &x, sizeof(x));
-    out->push_back(t);
-  } else if (auto f = v.as<double>()) {
-    double x = *f;
-    ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(nullptr, 0),
-                                             DLDataType{kDLFloat, 64, 1}, DLDevice{kDLCPU, 0});
-    std::memcpy(t.data_ptr(), &x, sizeof(x));
-    out->push_back(t);
-  } else {
-    Fail("main returned a value of type " + v.GetTypeKey() + "; expected tensors or tuples of tensors");
-  }
-}
-
-void WriteTensor(const ffi::Tensor& t, const std::string& dir, const std::string& name, std::ostream& index) {
-  if (t.device().device_type != kDLCPU) Fail("output " + name + " is not on the CPU");
-  const DLTensor* dl = t.GetDLTensorPtr();
-  if (!t.IsContiguous()) Fail("output " + name + " is not contiguous");
-  size_t nbytes = ffi::GetDataSize(*dl);
-  const char* data = static_cast<const char*>(dl->data) + dl->byte_offset;
-  std::string path = dir + "/" + name;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out || (nbytes && !out.write(data, nbytes)) || !out.flush()) Fail("cannot write " + path);
-  index << std::string(ffi::DLDataTypeToString(t.dtype())) << ' ' << t.ndim();
-  for (int i = 0; i < t.ndim(); ++i) index << ' ' << t.shape()[i];
-  index << ' ' << name << '\n';
-}
-
-std::vector<int> ParseVersion(const std::string& text) {
-  std::vector<int> parts;
-  std::istringstream ss(text);
-  std::string part;
-  while (std::getline(ss, part, '.')) parts.push_back(std::atoi(part.c_str()));
-  return parts;
-}
-
-// The text of compiled.meta beside the model, or "" when there is none.
-std::string MetaText(const std::string& lib_path) {
-  size_t slash = lib_path.find_last_of('/');
-  std::string meta = (slash == std::string::npos ? std::string(".") : lib_path.substr(0, slash)) + "/compiled.meta";
-  std::ifstream in(meta);
-  if (!in) return "";
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
-
-// The package's "MinGlibc": "GLIBC_x.y" (compiled.meta beside the model), or "" when absent.
-std::string RequiredGlibc(const std::string& lib_path) {
-  std::string text = MetaText(lib_path);
-  size_t key = text.find("\"MinGlibc\"");
-  if (key == std::string::npos) return "";
-  size_t start = text.find("GLIBC_", key);
-  size_t end_of_value = text.find_first_of(",}\n", key);
-  if (start == std::string::npos || start > end_of_value) return "";
-  size_t end = text.find('"', start);
-  return text.substr(start + 6, end - start - 6);
-}
-
-void CheckGlibc(const std::string& lib_path) {
-  std::string need = RequiredGlibc(lib_path);
-  if (need.empty()) return;
-  std::string have = gnu_get_libc_version();
-  if (ParseVersion(need) > ParseVersion(have)) {
-    Fail("this package needs glibc " + need + " (compiled.meta MinGlibc) but this system has glibc " + have +
-         "; compile the model for a TargetDevice whose reference OS matches this system");
-  }
-}
-
-// "N" as a thread count (an integer >= 1); `what` names where it came from.
-int ParseThreads(const std::string& text, const std::string& what) {
-  bool digits = !text.empty() && text.size() <= 6 && text.find_first_not_of("0123456789") == std::string::npos;
-  int value = digits ? std::atoi(text.c_str()) : 0;
-  if (value < 1) throw UsageError(what + ": '" + text + "' is not valid; expected an integer >= 1");
-  return value;
-}
-
-// The thread count: the --threads value (0: not given), else the environment, else every CPU in `cpus`.
-int ThreadCount(int flag, const std::vector<unsigned>& cpus) {
-  if (flag > 0) return flag;
-  for (const char* name : {kThreadsEnv, "TVM_NUM_THREADS"}) {
-    const char* value = std::getenv(name);
-    if (value != nullptr && *value != '\0') return ParseThreads(value, name);
-  }
-  return static_cast<int>(cpus.size());
-}
-
-// The CPUs this process may run on: its affinity mask (taskset, cgroup cpusets), else all the machine's.
-std::vector<unsigned> UsableCpus() {
-  cpu_set_t mask;
-  CPU_ZERO(&mask);
-  std::vector<unsigned> cpus;
-  if (sched_getaffinity(0, sizeof(mask), &mask) == 0) {
-    for (unsigned c = 0; c < CPU_SETSIZE; ++c) {
-      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+// The inputs: from <io-dir>/inputs.txt, else zeros at the shapes the package declares.
+std::vector<TensorSpec> InputSpecs(nrt_model* m, const std::string& dir) {
+  if (!dir.empty()) return ReadSpecs(dir + "/inputs.txt");
+  int n = 0;
+  Check(nrt_num_inputs(m, &n));
+  std::vector<TensorSpec> specs;
+  for (int i = 0; i < n; ++i) {
+    const char* name = nullptr;
+    const char* dtype = nullptr;
+    const int64_t* shape = nullptr;
+    int ndim = 0;
+    Check(nrt_input_name(m, i, &name));
+    Check(nrt_input_dtype(m, i, &dtype));
+    Check(nrt_input_shape(m, i, &ndim, &shape));
+    TensorSpec s;
+    s.dtype = dtype;
+    if (ndim < 0 || s.dtype.empty()) Fail(std::string("input '") + name + "': no declared shape (no compiled.meta); give inputs with an <io-dir>");
+    for (int d = 0; d < ndim; ++d) {
+      if (shape[d] < 0) Fail(std::string("input '") + name + "' has a dimension of any size; give inputs with an <io-dir>");
+      s.shape.push_back(shape[d]);
     }
+    specs.push_back(std::move(s));
   }
-  for (unsigned c = 0; cpus.empty() && c < std::max(1u, std::thread::hardware_concurrency()); ++c) cpus.push_back(c);
-  return cpus;
+  return specs;
 }
 
-// Size the runtime's thread pool to `n` threads, free to run on every CPU of this process's mask. TVM would pin
-// them to the CPUs listed (config_threadpool takes one per thread, so the first n of the mask) and, while creating
-// the pool, to the machine's first CPUs whatever the mask; TVM_BIND_THREADS=0 stops both unless the user set it.
-// Returns the thread count the pool reports.
-int ConfigureThreads(int n, const std::vector<unsigned>& cpus) {
-  ffi::Array<ffi::String> listed;
-  for (int i = 0; i < n; ++i) listed.push_back(ffi::String(std::to_string(cpus[i % cpus.size()])));
-  bool unpinned = std::getenv("TVM_BIND_THREADS") == nullptr;
-  if (unpinned) setenv("TVM_BIND_THREADS", "0", 1);  // no other thread yet: setenv is safe
-  ffi::Function::GetGlobalRequired("runtime.config_threadpool")(kShareAllCores, n, listed);
-  if (unpinned) unsetenv("TVM_BIND_THREADS");
-  return ffi::Function::GetGlobalRequired("runtime.NumThreads")().cast<int>();
-}
-
-// <model>.params: the model's path with its extension replaced (compiled.so -> compiled.params).
-std::string ParamsPath(const std::string& lib_path) {
-  size_t slash = lib_path.find_last_of('/');
-  size_t dot = lib_path.find_last_of('.');
-  bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash + 1);
-  return (has_ext ? lib_path.substr(0, dot) : lib_path) + ".params";
-}
-
-// Whether compiled.meta beside the model says the weights live in a file of their own.
-bool WeightsDeclaredExternal(const std::string& lib_path) {
-  std::string text = MetaText(lib_path);
-  size_t key = text.find("\"Storage\"");
-  if (key == std::string::npos) return false;
-  size_t value = text.find_first_not_of(" \t\n:", key + 9);
-  return value != std::string::npos && text.compare(value, 10, "\"external\"") == 0;
-}
-
-// The weights of `function`, in parameter order, from the params file beside the model (none without one).
-std::vector<ffi::Tensor> LoadWeights(const std::string& lib_path, const std::string& function) {
-  std::string path = ParamsPath(lib_path);
-  std::string name = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
-  if (!std::ifstream(path)) {
-    if (WeightsDeclaredExternal(lib_path)) {
-      Fail(name + ": the package's weights file is missing (compiled.meta Model.Weights says they are stored in " +
-           name + " beside the model); unpack the whole package");
-    }
-    return {};
-  }
-  ffi::Map<ffi::String, ffi::Tensor> table;
-  try {
-    table = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
-                .cast<ffi::Map<ffi::String, ffi::Tensor>>();
-  } catch (const ffi::Error& e) {
-    Fail(name + ": not a readable weights file (" + std::string(e.message()) +
-         "); the package is damaged: compile the model again or unpack the package anew");
-  }
-  std::string prefix = function + ":";
-  size_t declared = 0;
-  for (const auto& kv : table) {
-    if (std::string(kv.first).rfind(prefix, 0) == 0) ++declared;
-  }
-  std::vector<ffi::Tensor> weights;
-  for (size_t i = 0; i < declared; ++i) {
-    auto it = table.find(prefix + std::to_string(i));
-    if (it == table.end()) Fail(name + ": the weights file lacks " + prefix + std::to_string(i) + "; the package is damaged");
-    weights.push_back((*it).second);
-  }
-  return weights;
-}
-
-ffi::Function LoadMain(const std::string& lib_path) {
-  ffi::Module exec = ffi::Module::LoadFromFile(lib_path);
-  ffi::Optional<ffi::Function> load_exec = exec->GetFunction("vm_load_executable");
-  if (!load_exec.has_value()) Fail(lib_path + " is not a Relax VM executable (no vm_load_executable)");
-  ffi::Module vm = (*load_exec)().cast<ffi::Module>();
-  ffi::Optional<ffi::Function> init = vm->GetFunction("vm_initialization");
-  if (!init.has_value()) Fail(lib_path + ": the VM has no vm_initialization");
-  (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
-  ffi::Optional<ffi::Function> main_fn = vm->GetFunction("main");
-  if (!main_fn.has_value()) Fail(lib_path + " has no function 'main'");
-  return main_fn.value();
-}
-
-int Run(const std::string& lib_path, const std::string& dir, int threads_flag) {
-  std::vector<unsigned> cpus = UsableCpus();
-  int threads = ThreadCount(threads_flag, cpus);  // a bad setting fails before anything loads
-  CheckGlibc(lib_path);
-  // Optional extras (sort/topk/random kernels) when shipped beside the runtime.
-  dlopen("libtvm_runtime_extra.so", RTLD_NOW | RTLD_GLOBAL);
-  threads = ConfigureThreads(threads, cpus);
-  if (dir.empty()) {  // --load-only: proves the package loads on this OS without running the model's code
-    LoadMain(lib_path);
-    LoadWeights(lib_path, "main");
-    std::cout << "neo_run: " << lib_path << " loaded\n";
-    return 0;
-  }
-
-  std::vector<TensorSpec> specs = ReadSpecs(dir + "/inputs.txt");
-  std::vector<ffi::Tensor> inputs;
-  for (const TensorSpec& s : specs) inputs.push_back(LoadTensor(s, dir));
-
-  auto t0 = std::chrono::steady_clock::now();
-  ffi::Function main_fn = LoadMain(lib_path);
-  std::vector<ffi::Tensor> weights = LoadWeights(lib_path, "main");
-  auto t1 = std::chrono::steady_clock::now();
-
-  std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
-  args.insert(args.end(), weights.begin(), weights.end());
-  ffi::Any ret;
-  main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &ret);
-  auto t2 = std::chrono::steady_clock::now();
-
-  std::vector<ffi::Tensor> outputs;
-  Flatten(ret, &outputs);
+void WriteOutputs(nrt_model* m, const std::string& dir) {
+  int n = 0;
+  Check(nrt_num_outputs(m, &n));
   std::ostringstream index;
-  for (size_t i = 0; i < outputs.size(); ++i) WriteTensor(outputs[i], dir, "output_" + std::to_string(i) + ".bin", index);
+  for (int i = 0; i < n; ++i) {
+    int ndim = 0;
+    Check(nrt_output_shape(m, i, &ndim, nullptr));
+    std::vector<int64_t> shape(ndim);
+    Check(nrt_output_shape(m, i, &ndim, shape.data()));
+    const char* dtype = nullptr;
+    const void* data = nullptr;
+    size_t nbytes = 0;
+    Check(nrt_output_dtype(m, i, &dtype));
+    Check(nrt_output_bytes(m, i, &nbytes));
+    Check(nrt_output_data(m, i, &data));
+    std::string name = "output_" + std::to_string(i) + ".bin";
+    std::string path = dir + "/" + name;
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out || (nbytes && !out.write(static_cast<const char*>(data), nbytes)) || !out.flush()) Fail("cannot write " + path);
+    index << dtype << ' ' << ndim;
+    for (int64_t d : shape) index << ' ' << d;
+    index << ' ' << name << '\n';
+  }
   std::string index_path = dir + "/outputs.txt";
   std::string tmp = index_path + ".tmp";
   {
@@ -358,52 +183,156 @@ int Run(const std::string& lib_path, const std::string& dir, int threads_flag) {
     if (!out || !(out << index.str()) || !out.flush()) Fail("cannot write " + tmp);
   }
   if (std::rename(tmp.c_str(), index_path.c_str()) != 0) Fail("cannot rename " + tmp);
-  std::ofstream timing(dir + "/timing.txt", std::ios::trunc);
-  timing << "load_s " << std::chrono::duration<double>(t1 - t0).count() << '\n'
-         << "run_s " << std::chrono::duration<double>(t2 - t1).count() << '\n'
-         << "threads " << threads << '\n';
+}
+
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// "N" as a count (an integer >= minimum); `what` names the option.
+int ParseCount(const std::string& text, const std::string& what, int minimum) {
+  bool digits = !text.empty() && text.size() <= 9 && text.find_first_not_of("0123456789") == std::string::npos;
+  int value = digits ? std::atoi(text.c_str()) : -1;
+  if (value < minimum) throw UsageError(what + ": '" + text + "' is not valid; expected an integer >= " + std::to_string(minimum));
+  return value;
+}
+
+struct Options {
+  int threads = 0;
+  bool load_only = false;
+  int repeat = 0;
+  int warmup = -1;
+  std::string model, dir;
+};
+
+int Run(const Options& o) {
+  if (o.threads == 0) {  // a malformed environment setting is a usage error, reported before anything loads
+    for (const char* name : {"NEOCOMPILE_NUM_THREADS", "TVM_NUM_THREADS"}) {
+      const char* value = std::getenv(name);
+      if (value != nullptr && *value != '\0') {
+        ParseCount(value, name, 1);
+        break;
+      }
+    }
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  nrt_model* m = nullptr;
+  Check(nrt_load(o.model.c_str(), o.threads, &m));
+  struct Free {
+    nrt_model* m;
+    ~Free() { nrt_free(m); }
+  } guard{m};
+  auto t1 = std::chrono::steady_clock::now();
+  if (o.load_only) {  // proves the package loads on this OS without running the model's code
+    std::cout << "neo_run: " << o.model << " loaded\n";
+    return 0;
+  }
+  std::vector<TensorSpec> specs = InputSpecs(m, o.dir);
+  std::vector<Buffer*> buffers;
+  struct FreeBuffers {
+    std::vector<Buffer*>* b;
+    ~FreeBuffers() {
+      for (Buffer* x : *b) delete x;
+    }
+  } free_buffers{&buffers};
+  for (size_t i = 0; i < specs.size(); ++i) {
+    buffers.push_back(new Buffer(NumBytes(specs[i])));
+    if (!o.dir.empty()) ReadData(specs[i], o.dir, buffers.back());
+    Check(nrt_set_input(m, static_cast<int>(i), buffers.back()->data, specs[i].dtype.c_str(),
+                        static_cast<int>(specs[i].shape.size()), specs[i].shape.data()));
+  }
+  int threads = 0;
+  Check(nrt_get_num_threads(m, &threads));
+  std::ostringstream timing;
+  timing << "load_s " << Seconds(t0, t1) << '\n';
+  if (o.repeat > 0) {
+    int warmup = o.warmup < 0 ? std::min(10, std::max(1, o.repeat / 10)) : o.warmup;
+    for (int i = 0; i < warmup; ++i) Check(nrt_run(m));
+    std::vector<double> ms;
+    for (int i = 0; i < o.repeat; ++i) {
+      auto a = std::chrono::steady_clock::now();
+      Check(nrt_run(m));
+      ms.push_back(Seconds(a, std::chrono::steady_clock::now()) * 1e3);
+    }
+    std::vector<double> sorted = ms;
+    std::sort(sorted.begin(), sorted.end());
+    size_t n = sorted.size();
+    double median = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    double p90 = sorted[std::min(n - 1, static_cast<size_t>(0.9 * (n - 1) + 0.5))];
+    char line[256];
+    std::snprintf(line, sizeof line, "neo_run: %d runs after %d warm-up, %d thread(s): median %.4f ms, p90 %.4f ms, min %.4f ms",
+                  o.repeat, warmup, threads, median, p90, sorted[0]);
+    std::cout << line << '\n';
+    timing << "run_s " << median / 1e3 << '\n' << "runs " << o.repeat << '\n' << "warmup " << warmup << '\n'
+           << "median_ms " << median << '\n' << "p90_ms " << p90 << '\n' << "min_ms " << sorted[0] << '\n';
+  } else {
+    auto a = std::chrono::steady_clock::now();
+    Check(nrt_run(m));
+    timing << "run_s " << Seconds(a, std::chrono::steady_clock::now()) << '\n';
+  }
+  timing << "threads " << threads << '\n';
+  if (!o.dir.empty()) {
+    WriteOutputs(m, o.dir);
+    std::ofstream out(o.dir + "/timing.txt", std::ios::trunc);
+    out << timing.str();
+  }
   return 0;
 }
 
 int Usage(const char* prog, const std::string& problem) {
-  std::cerr << "neo_run: " << problem << "\nusage: " << prog << " [--threads N] <model.so> <io-dir>\n       " << prog
-            << " [--threads N] --load-only <model.so>\n";
+  std::cerr << "neo_run: " << problem << "\nusage: " << prog << " [--threads N] <model> <io-dir>\n       " << prog
+            << " [--threads N] --repeat N [--warmup M] <model> [<io-dir>]\n       " << prog
+            << " [--threads N] --load-only <model>\n(<model>: the package folder or its compiled.so)\n";
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool load_only = false;
-  int threads = 0;
+  Options o;
   std::vector<std::string> positional;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string arg = argv[i];
+      auto value = [&](const char* flag) -> std::string {
+        std::string f(flag);
+        if (arg == f) {
+          if (i + 1 == argc) throw UsageError(f + " needs a value");
+          return argv[++i];
+        }
+        return arg.substr(f.size() + 1);
+      };
+      auto is = [&](const char* flag) { return arg == flag || arg.rfind(std::string(flag) + "=", 0) == 0; };
       if (!positional.empty() || arg.rfind("--", 0) != 0) {
         positional.push_back(arg);
       } else if (arg == "--") {
         positional.insert(positional.end(), argv + i + 1, argv + argc);
         break;
       } else if (arg == "--load-only") {
-        load_only = true;
-      } else if (arg == "--threads" || arg.rfind("--threads=", 0) == 0) {
-        if (arg == "--threads" && i + 1 == argc) throw UsageError("--threads needs a value: an integer >= 1");
-        threads = ParseThreads(arg == "--threads" ? argv[++i] : arg.substr(10), "--threads");
+        o.load_only = true;
+      } else if (is("--threads")) {
+        o.threads = ParseCount(value("--threads"), "--threads", 1);
+      } else if (is("--repeat")) {
+        o.repeat = ParseCount(value("--repeat"), "--repeat", 1);
+      } else if (is("--warmup")) {
+        o.warmup = ParseCount(value("--warmup"), "--warmup", 0);
       } else {
         throw UsageError("unknown option " + arg);
       }
     }
-    size_t want = load_only ? 1 : 2;
-    if (positional.size() != want) {
-      throw UsageError("expected " + std::string(load_only ? "<model.so>" : "<model.so> <io-dir>") + ", got " +
-                       std::to_string(positional.size()) + " argument(s)");
+    if (o.load_only && o.repeat) throw UsageError("--load-only and --repeat exclude each other");
+    if (o.warmup >= 0 && !o.repeat) throw UsageError("--warmup goes with --repeat");
+    bool ok = o.load_only ? positional.size() == 1
+                          : (o.repeat ? positional.size() == 1 || positional.size() == 2 : positional.size() == 2);
+    if (!ok) {
+      throw UsageError("expected " + std::string(o.load_only ? "<model>" : o.repeat ? "<model> [<io-dir>]" : "<model> <io-dir>") +
+                       ", got " + std::to_string(positional.size()) + " argument(s)");
     }
-    return Run(positional[0], load_only ? "" : positional[1], threads);
+    o.model = positional[0];
+    if (positional.size() == 2) o.dir = positional[1];
+    return Run(o);
   } catch (const UsageError& e) {
     return Usage(argv[0], e.what());
-  } catch (const ffi::Error& e) {
-    std::cerr << "neo_run: " << e.FullMessage() << '\n';
   } catch (const std::exception& e) {
     std::cerr << "neo_run: " << e.what() << '\n';
   } catch (...) {

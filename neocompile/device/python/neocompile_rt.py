@@ -1,0 +1,574 @@
+"""Run a neocompile package on a device: a Python binding of the package's C runtime (lib/libneocompile_rt.so).
+
+    >>> from neocompile_rt import Model
+    >>> m = Model("/opt/models/resnet")      # the package folder; without a path: the package this file sits in
+    >>> m.input_names, m.input_shapes, m.input_dtypes, m.output_names
+    >>> outputs = m.run({"data": x})         # or m.run(x), or m.run([x, y]); a list of numpy arrays
+
+The same surface as the build machine's ``neocompile.runtime.Model`` and DLR's ``DLRModel`` (``get_input_names``,
+``get_output_dtype(i)``, ``get_input(name)``, ...), with nothing but the standard library and numpy: no TVM, no
+compiler. Every error is a :class:`Error` (a ``RuntimeError``): :class:`PackageError` when the package cannot run on
+this system, :class:`InputError` (also a ``ValueError``) for inputs the model does not take, plain :class:`Error`
+for a failure reported by the C runtime.
+
+One ``Model`` may be shared between threads (its runs take turns); two ``Model`` objects run at the same time.
+Works on Python 3.7 and later.
+"""
+import ctypes
+import json
+import os
+import platform
+import re
+import struct
+import threading
+
+import numpy as np
+
+try:
+    from collections.abc import Mapping
+except ImportError:  # pragma: no cover - Python 2 never gets here
+    Mapping = dict
+
+__all__ = ["Model", "Error", "PackageError", "InputError"]
+__version__ = "0.1.0"
+
+ABI_VERSION = 1  # NRT_ABI_VERSION of include/neocompile_rt.h that this module speaks
+META = "compiled.meta"
+LIBRARY = os.path.join("lib", "libneocompile_rt.so")
+LIBRARY_ENV = "NEOCOMPILE_RT_LIBRARY"  # another libneocompile_rt.so to use instead of the package's
+_MAX_DIMS = 64  # room for an output's shape (numpy's own limit), so nrt_output_shape is called once per output
+
+
+class Error(RuntimeError):
+    """Any neocompile_rt failure; the text says what and why."""
+
+
+class PackageError(Error):
+    """The package cannot run here: missing or incomplete, or built for another device, CPU or C library."""
+
+
+class InputError(Error, ValueError):
+    """Inputs the model does not take: unknown or missing names, wrong count, shape or dtype."""
+
+
+# ctypes prototypes of include/neocompile_rt.h, declared once per library.
+_c_int_p = ctypes.POINTER(ctypes.c_int)
+_c_int64_p = ctypes.POINTER(ctypes.c_int64)
+_PROTOTYPES = {
+    "nrt_abi_version": (ctypes.c_int, []),
+    "nrt_version": (ctypes.c_char_p, []),
+    "nrt_last_error": (ctypes.c_char_p, []),
+    "nrt_load": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]),
+    "nrt_free": (ctypes.c_int, [ctypes.c_void_p]),
+    "nrt_num_inputs": (ctypes.c_int, [ctypes.c_void_p, _c_int_p]),
+    "nrt_num_outputs": (ctypes.c_int, [ctypes.c_void_p, _c_int_p]),
+    "nrt_input_name": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]),
+    "nrt_input_dtype": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]),
+    "nrt_input_shape": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, _c_int_p, ctypes.POINTER(_c_int64_p)]),
+    "nrt_input_index": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, _c_int_p]),
+    "nrt_output_name": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]),
+    "nrt_output_dtype": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]),
+    "nrt_set_input": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
+                                     _c_int64_p]),
+    "nrt_input_borrowed": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, _c_int_p]),
+    "nrt_run": (ctypes.c_int, [ctypes.c_void_p]),
+    "nrt_output_shape": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, _c_int_p, _c_int64_p]),
+    "nrt_output_bytes": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]),
+    "nrt_output_data": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]),
+    "nrt_get_output": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]),
+    "nrt_set_num_threads": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
+    "nrt_get_num_threads": (ctypes.c_int, [ctypes.c_void_p, _c_int_p]),
+    "nrt_lock": (ctypes.c_int, [ctypes.c_void_p]),
+    "nrt_unlock": (ctypes.c_int, [ctypes.c_void_p]),
+}
+_libraries = {}  # real path -> ctypes.CDLL with the prototypes declared
+_libraries_lock = threading.Lock()
+
+_MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+             "armv7l": "armv7", "armv8l": "armv7"}
+
+
+def process_arch():
+    """The CPU architecture this Python process runs as, spelled as compiled.meta's Compilation.Arch spells it.
+
+    The process, not the kernel: a 32-bit ARM userland on a 64-bit kernel (Raspberry Pi OS's armhf images on a
+    Pi 3/4/5) reports machine "aarch64" but loads armv7 libraries only."""
+    machine = platform.machine().lower()
+    arch = _MACHINES.get(machine, machine)
+    if struct.calcsize("P") == 4:
+        if arch in ("aarch64", "armv7"):
+            return "armv7"
+        if arch == "x86_64":
+            return "i686"
+    return arch
+
+
+def system_glibc():
+    """This system's glibc version ("2.36"), or None where the C library is not glibc (or unknown)."""
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):
+        return None
+    name, _, version = text.partition(" ")
+    return version if name == "glibc" and version else None
+
+
+def _version_key(text):
+    return tuple(int(m.group(0)) if m else 0 for m in (re.match(r"[0-9]+", part) for part in text.split(".")))
+
+
+def _cpu_flags():
+    """This CPU's flags as x86 Linux's /proc/cpuinfo names them; None where they are unknown (other CPUs, no /proc)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def _package_folder(path):
+    """(package folder, the path to give nrt_load) for Model(path)."""
+    if path is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        for folder in (os.path.dirname(here), here):  # <package>/python/neocompile_rt.py, or <package>/neocompile_rt.py
+            if os.path.isfile(os.path.join(folder, META)):
+                return folder, folder
+        raise PackageError(
+            "Model() without a path runs the package this module sits in (<package>/python/neocompile_rt.py), but "
+            "{} is not inside a package (no {} in {} or {}); give the package folder: Model('/path/to/package')"
+            .format(os.path.abspath(__file__), META, os.path.dirname(here), here))
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if os.path.isdir(path):
+        return path, path
+    if os.path.isfile(path):
+        if re.search(r"\.(tar|tar\.gz|tgz)$", path):
+            raise PackageError(
+                "'{}' is a package archive; extract it first (mkdir pkg && tar -xzf {} -C pkg) and give the folder: "
+                "Model('pkg')".format(path, path))
+        return os.path.dirname(os.path.abspath(path)), path
+    raise PackageError("'{}' does not exist; expected a package folder (holding compiled.meta, compiled.so, "
+                       "compiled.params and lib/) or its compiled.so".format(path))
+
+
+def _read_meta(folder):
+    path = os.path.join(folder, META)
+    try:
+        with open(path, "rb") as f:
+            meta = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise PackageError("'{}' is not a neocompile package: {} is missing; expected the folder that holds "
+                           "compiled.meta, compiled.so, compiled.params and lib/".format(folder, META)) from None
+    except OSError as exc:
+        raise PackageError("{}: cannot read it: {}".format(path, exc)) from None
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        raise PackageError("{} is not valid JSON: {}".format(path, exc)) from None
+    model = meta.get("Model") if isinstance(meta, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("Inputs"), list) or not isinstance(model.get("Outputs"), list):
+        raise PackageError("{} lacks Model.Inputs / Model.Outputs; the package is damaged or not a neocompile "
+                           "package".format(path))
+    return meta
+
+
+def _check_runs_here(meta, folder, dev_type):
+    """The checks made before the library loads: device type, CPU architecture and features, glibc."""
+    req = meta.get("Requirements") or {}
+    comp = meta.get("Compilation") or {}
+    want = req.get("TargetDeviceType") or "cpu"
+    if want != dev_type:
+        raise PackageError('Compiled model requires device type "{}" but user gave "{}".'.format(want, dev_type))
+    if want != "cpu":
+        raise PackageError('Compiled model requires device type "{}"; neocompile_rt runs models on the CPU only '
+                           '(device type "cpu")'.format(want))
+    arch, here = comp.get("Arch"), process_arch()
+    if arch and arch != here:
+        raise PackageError(
+            "Compiled model is for {} ({}) but this Python runs on {} (machine {}, {}-bit); run it on a {} device, or "
+            "compile the model for this one".format(arch, comp.get("Triple") or "triple unknown", here,
+                                                     platform.machine(), struct.calcsize("P") * 8, arch))
+    need, have = req.get("MinGlibc"), system_glibc()
+    if need and have:
+        need_version = need[len("GLIBC_"):] if need.startswith("GLIBC_") else need
+        if _version_key(need_version) > _version_key(have):
+            raise PackageError(
+                "Compiled model needs glibc {} ({}, compiled.meta Requirements.MinGlibc) but this system has glibc {}; "
+                "compile it for a TargetDevice whose reference OS matches this system".format(need_version, need, have))
+    wanted = req.get("CpuFeatures") or []
+    flags = _cpu_flags() if wanted and here in ("x86_64", "i686") else None
+    if flags is not None:
+        missing = sorted(set(wanted) - flags)
+        if missing:
+            raise PackageError(
+                "Compiled model needs CPU features {} (mcpu {}) that this CPU lacks; compile it for this machine's "
+                "TargetDevice".format(", ".join(missing), comp.get("Mcpu")))
+
+
+def _library_path(folder):
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        if not os.path.isfile(override):
+            raise PackageError("{}={}: no such file; expected the path of a libneocompile_rt.so".format(
+                LIBRARY_ENV, override))
+        return override
+    path = os.path.join(folder, LIBRARY)
+    if not os.path.isfile(path):
+        raise PackageError(
+            "{} is missing: the package at {} is incomplete (a package carries its runtime in lib/: "
+            "libneocompile_rt.so and the libtvm_*.so it needs); copy the whole package, or compile the model again "
+            "with a neocompile that bundles the runtime".format(path, folder))
+    return path
+
+
+def _load_library(path):
+    """The library at ``path``, loaded once per process, with its prototypes declared and its ABI checked."""
+    key = os.path.realpath(path)
+    with _libraries_lock:
+        lib = _libraries.get(key)
+        if lib is not None:
+            return lib
+        try:
+            lib = ctypes.CDLL(path)  # its RUNPATH ($ORIGIN) finds the libtvm_*.so beside it
+        except OSError as exc:
+            hint = ""
+            if system_glibc() is None:
+                hint = " (this system's C library is not glibc; the package's libraries need glibc)"
+            raise PackageError("Cannot load {}: {}{}".format(path, exc, hint)) from None
+        try:
+            for name, (restype, argtypes) in _PROTOTYPES.items():
+                func = getattr(lib, name)
+                func.restype, func.argtypes = restype, argtypes
+        except AttributeError as exc:
+            raise PackageError("{} is not a neocompile runtime library ({})".format(path, exc)) from None
+        abi = lib.nrt_abi_version()
+        if abi != ABI_VERSION:
+            raise PackageError(
+                "{} has runtime ABI {} but this neocompile_rt.py speaks ABI {}; use the neocompile_rt.py that came "
+                "with the package (its python/ folder)".format(path, abi, ABI_VERSION))
+        _libraries[key] = lib
+        return lib
+
+
+def _address(arr, _from_buffer=ctypes.c_char.from_buffer, _addressof=ctypes.addressof):
+    """The address of a C-contiguous array's data. Through the buffer protocol, six times faster than
+    ``__array_interface__``, for writable arrays of at least one byte; the interface for the others."""
+    try:
+        return _addressof(_from_buffer(arr))
+    except (TypeError, ValueError):  # read-only, or empty
+        return arr.__array_interface__["data"][0]
+
+
+def _last_error(lib):
+    text = lib.nrt_last_error()
+    return text.decode("utf-8", "replace") if text else "unknown error"
+
+
+def _threads_argument(value, what="num_threads"):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise Error("{}: {!r} is not valid; expected an integer >= 1 (or None: the default)".format(what, value))
+    return int(value)
+
+
+class _Input(object):
+    """What run() needs of one input, computed once."""
+    __slots__ = ("index", "name", "dtype", "dtype_bytes", "shape", "static", "ndim", "c_shape")
+
+    def __init__(self, index, spec):
+        self.index = index
+        self.name = spec["name"]
+        try:
+            self.dtype = np.dtype(spec["dtype"])
+        except TypeError:
+            raise PackageError("Input '{}' has dtype {!r}, which numpy does not know; neocompile_rt cannot feed "
+                               "it".format(self.name, spec["dtype"])) from None
+        self.dtype_bytes = spec["dtype"].encode()
+        self.shape = list(spec["shape"])  # a named dimension ("N") stays a string: any size
+        self.ndim = len(self.shape)
+        self.static = tuple(self.shape) if all(isinstance(d, int) for d in self.shape) else None
+        # The shape given to nrt_set_input: fixed for a static input, filled from the array otherwise.
+        self.c_shape = (ctypes.c_int64 * self.ndim)(*self.static) if self.static is not None else None
+
+
+class _Output(object):
+    __slots__ = ("index", "name", "dtype", "c_ndim", "c_shape", "checked")
+
+    def __init__(self, index, spec):
+        self.index = index
+        self.name = spec["name"]
+        try:
+            self.dtype = np.dtype(spec["dtype"])
+        except TypeError:
+            raise PackageError("Output '{}' has dtype {!r}, which numpy does not know; neocompile_rt cannot read "
+                               "it".format(self.name, spec["dtype"])) from None
+        self.c_ndim = ctypes.c_int()
+        self.c_shape = (ctypes.c_int64 * _MAX_DIMS)()
+        self.checked = False  # its size in bytes compared with nrt_output_bytes (on the first run)
+
+
+class Model(object):
+    """A neocompile package loaded for running on this machine's CPU.
+
+    ``path``: the package folder (compiled.meta, compiled.so, compiled.params, lib/) or its compiled.so; by default
+    the package this module sits in. ``dev_type``/``dev_id``: as DLR takes them ("cpu" only; dev_id is ignored).
+    ``num_threads``: threads per run; by default $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every CPU this
+    process may run on. The library is the package's lib/libneocompile_rt.so, or $NEOCOMPILE_RT_LIBRARY.
+    """
+
+    def __init__(self, path=None, dev_type="cpu", dev_id=0, num_threads=None):
+        self._handle = None  # first, so that __del__ of a half-made Model does nothing
+        self._lock = threading.Lock()
+        if num_threads is not None:
+            num_threads = _threads_argument(num_threads)
+        if isinstance(dev_id, bool) or not isinstance(dev_id, (int, np.integer)) or dev_id < 0:
+            raise Error("dev_id: {!r} is not valid; expected an integer >= 0".format(dev_id))
+        dev_type = "cpu" if dev_type is None else dev_type  # DLR's default
+        self.path, load_path = _package_folder(path)
+        self.meta = _read_meta(self.path)
+        _check_runs_here(self.meta, self.path, dev_type)
+        self.library = _library_path(self.path)
+        lib = self._lib = _load_library(self.library)
+
+        self._inputs = [_Input(i, spec) for i, spec in enumerate(self.meta["Model"]["Inputs"])]
+        self._outputs = [_Output(i, spec) for i, spec in enumerate(self.meta["Model"]["Outputs"])]
+        self._by_name = {i.name: i for i in self._inputs}
+        self._names = [i.name for i in self._inputs]
+        self._held = [None] * len(self._inputs)  # the arrays the handle may borrow: kept until replaced
+
+        handle = ctypes.c_void_p()
+        if lib.nrt_load(os.fsencode(load_path), num_threads or 0, ctypes.byref(handle)) != 0:
+            raise PackageError(_last_error(lib))
+        self._handle = handle
+        counts = ctypes.c_int(), ctypes.c_int()
+        self._check(lib.nrt_num_inputs(handle, counts[0]))
+        self._check(lib.nrt_num_outputs(handle, counts[1]))
+        if (counts[0].value, counts[1].value) != (len(self._inputs), len(self._outputs)):
+            self.close()
+            raise PackageError(
+                "{}: the runtime reports {} input(s) and {} output(s) but compiled.meta declares {} and {}; the package "
+                "is damaged".format(self.path, counts[0].value, counts[1].value, len(self._inputs), len(self._outputs)))
+        # Bound once: run() calls these on every input and output.
+        self._set_input = lib.nrt_set_input
+        self._run = lib.nrt_run
+        self._output_shape = lib.nrt_output_shape
+        self._get_output = lib.nrt_get_output
+
+    # Errors --------------------------------------------------------------------------------------------------------
+    def _check(self, rc):
+        if rc != 0:
+            raise Error(_last_error(self._lib))
+
+    def _live(self):
+        handle = self._handle
+        if handle is None:
+            raise Error("this Model is closed")
+        return handle
+
+    # Description (as neocompile.runtime.Model) ---------------------------------------------------------------------
+    @property
+    def input_names(self):
+        return list(self._names)
+
+    @property
+    def input_shapes(self):
+        return {i.name: list(i.shape) for i in self._inputs}
+
+    @property
+    def input_dtypes(self):
+        return [i.dtype.name for i in self._inputs]
+
+    @property
+    def output_names(self):
+        return [o.name for o in self._outputs]
+
+    @property
+    def output_dtypes(self):
+        return [o.dtype.name for o in self._outputs]
+
+    @property
+    def num_threads(self):
+        """The threads a run uses; settable."""
+        with self._lock:
+            n = ctypes.c_int()
+            self._check(self._lib.nrt_get_num_threads(self._live(), n))
+            return n.value
+
+    @num_threads.setter
+    def num_threads(self, value):
+        value = _threads_argument(value)
+        with self._lock:
+            self._check(self._lib.nrt_set_num_threads(self._live(), value))
+
+    @property
+    def version(self):
+        """The loaded runtime: "neocompile-rt <abi> (apache-tvm <version>, apache-tvm-ffi <version>)"."""
+        return self._lib.nrt_version().decode("utf-8", "replace")
+
+    # DLR's names ----------------------------------------------------------------------------------------------------
+    def get_input_names(self):
+        return self.input_names
+
+    def get_output_names(self):
+        return self.output_names
+
+    def get_input_dtypes(self):
+        return self.input_dtypes
+
+    def get_output_dtypes(self):
+        return self.output_dtypes
+
+    def get_input_name(self, index):
+        return self._inputs[self._index(index, len(self._inputs), "input")].name
+
+    def get_output_name(self, index):
+        return self._outputs[self._index(index, len(self._outputs), "output")].name
+
+    def get_input_dtype(self, index):
+        return self._inputs[self._index(index, len(self._inputs), "input")].dtype.name
+
+    def get_output_dtype(self, index):
+        return self._outputs[self._index(index, len(self._outputs), "output")].dtype.name
+
+    def get_version(self):
+        return self.version
+
+    def has_metadata(self):
+        return True  # a package without compiled.meta is refused
+
+    def get_input(self, name, shape=None):
+        """A copy of the last value set for input ``name`` (by run()); ``shape``: reshape it so."""
+        spec = self._by_name.get(name)
+        if spec is None:
+            raise InputError("'{}' is not an input of this model; its inputs are {}".format(name, self._names))
+        with self._lock:
+            held = self._held[spec.index]
+            if held is None:
+                raise InputError("Input '{}' has not been set yet; run the model first".format(name))
+            out = held.copy()
+        return out.reshape(shape) if shape is not None else out
+
+    @staticmethod
+    def _index(index, count, what):
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
+            raise InputError("{} index {!r} is out of range: the model has {} {}(s)".format(what, index, count, what))
+        return int(index)
+
+    # Running -------------------------------------------------------------------------------------------------------
+    def run(self, inputs):
+        """Run the model; inputs by name (dict), in order (list) or a single array. Returns a list of arrays (copies
+        that belong to the caller)."""
+        arrays = self._order(inputs)
+        with self._lock:
+            handle = self._handle
+            if handle is None:
+                raise Error("this Model is closed")
+            set_input, held = self._set_input, self._held
+            for spec, arr in zip(self._inputs, arrays):
+                c_shape = spec.c_shape if spec.static is not None else (ctypes.c_int64 * spec.ndim)(*arr.shape)
+                rc = set_input(handle, spec.index, _address(arr), spec.dtype_bytes, spec.ndim, c_shape)
+                held[spec.index] = arr  # the handle may borrow its memory until the input is set again
+                if rc != 0:
+                    raise Error(_last_error(self._lib))
+            if self._run(handle) != 0:
+                raise Error(_last_error(self._lib))
+            output_shape, get_output = self._output_shape, self._get_output
+            outs = []
+            for o in self._outputs:
+                if output_shape(handle, o.index, o.c_ndim, o.c_shape) != 0:
+                    raise Error(_last_error(self._lib))
+                out = np.empty(o.c_shape[:o.c_ndim.value], o.dtype)
+                if not o.checked:
+                    self._check_output_size(handle, o, out)
+                if get_output(handle, o.index, _address(out), out.nbytes) != 0:
+                    raise Error(_last_error(self._lib))
+                outs.append(out)
+        return outs
+
+    def _check_output_size(self, handle, o, out):
+        """Once per output: its size is what compiled.meta's dtype gives (else the copy would be read wrongly)."""
+        nbytes = ctypes.c_size_t()
+        self._check(self._lib.nrt_output_bytes(handle, o.index, ctypes.byref(nbytes)))
+        if nbytes.value != out.nbytes:
+            raise Error("Output '{}' of shape {} holds {} bytes, not the {} that its dtype {} (compiled.meta) gives; "
+                        "the package is damaged".format(o.name, list(out.shape), nbytes.value, out.nbytes, o.dtype.name))
+        o.checked = True
+
+    def _order(self, inputs):
+        """The inputs as arrays in the model's order, checked and converted as neocompile.runtime does."""
+        names = self._names
+        if isinstance(inputs, (np.ndarray, np.generic)):
+            inputs = [inputs]
+        elif isinstance(inputs, Mapping):
+            if len(inputs) != len(names) or any(n not in inputs for n in names):
+                missing = [n for n in names if n not in inputs]
+                extra = [n for n in inputs if n not in self._by_name]
+                raise InputError("Model inputs are {}; missing {}, unexpected {}".format(names, missing, extra))
+            inputs = [inputs[n] for n in names]
+        elif not isinstance(inputs, (list, tuple)):
+            try:
+                inputs = list(inputs)
+            except TypeError:
+                raise InputError("Model inputs are {}; expected a dict of arrays by name, a list of arrays in that "
+                                 "order, or one array; got {}".format(names, type(inputs).__name__)) from None
+        if len(inputs) != len(names):
+            raise InputError("Model takes {} inputs {}; got {}".format(len(names), names, len(inputs)))
+        out = []
+        for spec, arr in zip(self._inputs, inputs):
+            if type(arr) is not np.ndarray:
+                arr = np.asarray(arr)
+            if not arr.flags.c_contiguous:
+                arr = np.ascontiguousarray(arr)
+            if arr.shape != spec.static and not self._shape_fits(spec, arr.shape):
+                raise InputError("Input '{}' has shape {}; the model was compiled for {}".format(
+                    spec.name, list(arr.shape), spec.shape))
+            if arr.dtype != spec.dtype:
+                if np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
+                    arr = arr.astype(spec.dtype)
+                else:
+                    raise InputError("Input '{}' has dtype {}; the model expects {}".format(
+                        spec.name, arr.dtype, spec.dtype.name))
+            out.append(arr)
+        return out
+
+    @staticmethod
+    def _shape_fits(spec, shape):
+        # A named dimension (a string such as "N": an XGBoost model's rows) takes any size.
+        return len(shape) == spec.ndim and all(isinstance(d, str) or a == d for a, d in zip(shape, spec.shape))
+
+    def _borrowed(self, name):
+        """Whether the handle currently borrows the memory of the array last given for input ``name`` (else it holds
+        a copy); the C runtime borrows 64-byte aligned arrays."""
+        out = ctypes.c_int()
+        with self._lock:
+            self._check(self._lib.nrt_input_borrowed(self._live(), self._by_name[name].index, out))
+        return bool(out.value)
+
+    # Lifetime ------------------------------------------------------------------------------------------------------
+    def close(self):
+        """Free the model (nrt_free); later calls raise Error. Called by ``with Model(...) as m:`` and __del__."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            handle, self._handle = getattr(self, "_handle", None), None
+            if handle is not None:
+                self._lib.nrt_free(handle)
+            self._held = [None] * len(getattr(self, "_held", ()))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # at interpreter exit ctypes or the library may be gone already
+            pass
+
+    def __repr__(self):
+        return "<neocompile_rt.Model {} inputs={} outputs={}{}>".format(
+            self.path, self.input_names, self.output_names, "" if self._handle is not None else " closed")

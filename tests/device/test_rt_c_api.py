@@ -1,0 +1,124 @@
+"""The package runtime's C API (lib/libneocompile_rt.so + include/neocompile_rt.h) on the three CPU architectures:
+the C example of examples/c/ built with the device's compiler and run inside its device OS image (qemu-user for
+ARM), neo_run's latency mode, and the library's ABI surface."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neocompile.device import images, toolchain
+from neocompile.targets import get_target
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "c" / "classify.c"
+ARCH_DEVICES = {"x86_64": "ml_c4", "aarch64": "rk3399", "armv7": "rasp3b"}
+
+
+def _pattern(shape, dtype=np.float32) -> np.ndarray:
+    """The input classify.c makes: element i = (i % 7) * 0.25 - 0.5."""
+    n = int(np.prod(shape))
+    return ((np.arange(n) % 7) * 0.25 - 0.5).astype(dtype).reshape(shape)
+
+
+def _in_image(root: Path, target, package: Path, exe: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """Run ``exe`` (a program of the package's architecture) with the image's own loader and libraries."""
+    cmd = images.run_command(root, target, package, None)
+    # run_command runs bin/neo_run --load-only <model>: swap in this program and its arguments.
+    at = cmd.index(str((package / "bin" / "neo_run").resolve()))
+    cmd = [*cmd[:at], str(exe), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def _dynamic_symbols(lib: Path) -> tuple[set[str], set[str]]:
+    """(defined, undefined) dynamic symbols of an ELF file of any architecture (readelf reads them all)."""
+    out = subprocess.run(["readelf", "--dyn-syms", "-W", str(lib)], capture_output=True, text=True, check=True).stdout
+    defined, undefined = set(), set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[0].endswith(":") and parts[4] in ("GLOBAL", "WEAK"):
+            name = parts[7].split("@")[0]
+            (undefined if parts[6] == "UND" else defined).add(name)
+    return defined, undefined
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_DEVICES))
+def test_the_library_exports_the_c_api_only_and_needs_only_tvm_ffis_c_abi(arch, packages):
+    folder, meta = packages(ARCH_DEVICES[arch])
+    lib = folder / "lib" / "libneocompile_rt.so"
+    assert "lib/libneocompile_rt.so" in meta["Runtime"]["Bundled"] and (folder / "include" / "neocompile_rt.h").is_file()
+    defined, undefined = _dynamic_symbols(lib)
+    header = (folder / "include" / "neocompile_rt.h").read_text()
+    declared = set(re.findall(r"NRT_API [^;(]*?\b(nrt_\w+)\(", header))
+    assert declared and defined == declared, defined ^ declared
+    # No C++ symbol of TVM's libraries: the library also runs where Python's tvm wheel (libstdc++) is loaded.
+    assert not [s for s in undefined if s.startswith("_Z")], sorted(s for s in undefined if s.startswith("_Z"))
+    assert {s for s in undefined if "TVM" in s} and all(s.startswith("TVMFFI") for s in undefined if "TVM" in s)
+    assert meta["Requirements"]["FileFloors"]["lib/libneocompile_rt.so"]  # within the device's floors, as every file
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_DEVICES))
+def test_the_c_example_builds_with_the_devices_compiler_and_matches_the_framework(arch, packages, image_roots, tmp_path):
+    import onnxruntime as ort
+
+    from neocompile import modelzoo
+
+    target = get_target(ARCH_DEVICES[arch])
+    folder, meta = packages(target.name)
+    exe = folder / "bin" / f"classify-{arch}"
+    cmd = [toolchain.zig_executable(), "cc", "-target", target.zig_triple, "-std=c99", "-O2", "-Wall", "-Werror",
+           str(EXAMPLE), "-I", str(folder / "include"), "-L", str(folder / "lib"), "-lneocompile_rt",
+           "-Wl,-rpath,$ORIGIN/../lib", "-o", str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True, env=toolchain.environment(), timeout=600)
+    assert build.returncode == 0, build.stderr
+    root = image_roots(target.os["test_image"])
+    proc = _in_image(root, target, folder, exe, [str(folder), "1"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("runtime: neocompile-rt 1 (apache-tvm ")
+    assert "input 0: data float32 ndim 4" in lines
+    at = lines.index("output 0: prob float32 shape 1 10")
+    got = np.array([float(v) for v in lines[at + 1:at + 11]], dtype=np.float32)
+    x = _pattern(meta["Model"]["Inputs"][0]["shape"])
+    want = ort.InferenceSession(modelzoo.small_cnn(size=32).SerializeToString()).run(None, {"data": x})[0].ravel()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_neo_run_latency_mode_loads_once_and_reports_median_and_p90(arch, packages, image_roots, tmp_path):
+    from neocompile.device import runner
+
+    target = get_target(ARCH_DEVICES[arch])
+    folder, _ = packages(target.name)
+    root = image_roots(target.os["test_image"])
+    io = tmp_path / "io"
+    io.mkdir()
+    runner.write_inputs(io, [_pattern([1, 3, 32, 32])])
+    proc = _in_image(root, target, folder, folder / "bin" / "neo_run",
+                     ["--threads", "1", "--repeat", "7", "--warmup", "2", str(folder), str(io)])
+    assert proc.returncode == 0, proc.stderr
+    m = re.fullmatch(r"neo_run: 7 runs after 2 warm-up, 1 thread\(s\): median ([\d.]+) ms, p90 ([\d.]+) ms, min ([\d.]+) ms\n",
+                     proc.stdout)
+    assert m, proc.stdout
+    median, p90, low = map(float, m.groups())
+    assert 0 < low <= median <= p90
+    timing = dict(line.split() for line in (io / "timing.txt").read_text().splitlines())
+    assert timing["runs"] == "7" and timing["warmup"] == "2" and timing["threads"] == "1"
+    assert float(timing["median_ms"]) == pytest.approx(median, rel=1e-3)
+    assert runner.read_outputs(io)[0].shape == (1, 10)  # the outputs of the last run are written too
+    # Without an io-dir: zero inputs at the declared shapes, nothing written.
+    proc = _in_image(root, target, folder, folder / "bin" / "neo_run", ["--repeat", "3", str(folder)])
+    assert proc.returncode == 0 and proc.stdout.startswith("neo_run: 3 runs after 1 warm-up"), proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeat", "0"], "--repeat: '0' is not valid; expected an integer >= 1"),
+    (["--warmup", "2"], "--warmup goes with --repeat"),
+    (["--repeat", "2", "--load-only"], "--load-only and --repeat exclude each other"),
+])
+def test_neo_run_refuses_bad_latency_options_with_status_2(args, message, packages):
+    folder, _ = packages("ml_c4")
+    proc = subprocess.run([str(folder / "bin" / "neo_run"), *args, str(folder)], capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
