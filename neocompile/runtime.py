@@ -216,17 +216,18 @@ class Model:
                 f"Compiled model needs CPU features {', '.join(missing)} (mcpu {self.meta['Compilation'].get('Mcpu')}) "
                 "that this CPU lacks; compile it for this machine's TargetDevice (see `neocompile targets --native`)"
             )
-        import tvm
-        from tvm import relax
+        # One runtime path: the package's own C API (lib/libneocompile_rt.so) through the Python binding shipped in
+        # the package, as on a device. Python's tvm is imported first, so the C API binds to the wheel's TVM
+        # runtime of the same pinned version (same sonames) instead of loading a second copy beside it (two TVM
+        # runtimes in one process register every function twice).
+        import tvm  # noqa: F401
 
-        from . import params
+        from .device.python import neocompile_rt
 
-        self._lib = tvm.runtime.load_module(str(path / LIBRARY))
-        self._dev = tvm.cpu(dev_id)
-        self._vm = relax.VirtualMachine(self._lib, self._dev)
-        # The weights (compiled.params), loaded once and passed after the inputs of every run; none for a package
-        # whose library embeds them.
-        self._params = params.load(path / LIBRARY, self.meta.get("Model", {}).get("Weights"))
+        try:
+            self._rt = neocompile_rt.Model(path, dev_type=dev_type, num_threads=self.num_threads)
+        except neocompile_rt.Error as exc:
+            raise PackageError(f"'{self.source}': {exc}") from None
 
     def _local(self, path: str | Path) -> Path:
         """A local path for ``path``: s3:// objects are downloaded (into this model's temporary folder)."""
@@ -281,8 +282,6 @@ class Model:
 
     def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """Run the model; inputs by name (dict), in order (list) or a single array. Returns a list of arrays."""
-        import tvm
-
         arrays = self._order(inputs)
         if self.emulated_target is not None:
             from .device.runner import run_library
@@ -290,8 +289,12 @@ class Model:
             threads = None if self._threads_from == "cores" else self.num_threads  # neo_run's default is the same
             return run_library(self.path / LIBRARY, self.emulated_target, arrays, package_dir=self.path,
                                num_threads=threads)
-        args = [tvm.runtime.tensor(a, self._dev) for a in arrays] + self._params
-        return _flatten(_pool(self.num_threads).submit(self._vm["main"], *args).result())
+        from .device.python import neocompile_rt
+
+        try:
+            return self._rt.run(arrays)
+        except neocompile_rt.Error as exc:
+            raise PackageError(str(exc)) from None
 
     def _order(self, inputs: Any) -> list[np.ndarray]:
         names = self.input_names

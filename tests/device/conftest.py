@@ -9,6 +9,7 @@ import pytest
 
 import neocompile
 from neocompile.device import images
+from neocompile.targets import get_target
 from tests.models import SMALL_CONFIG, small_onnx_archive
 
 
@@ -49,5 +50,21 @@ def packages(archive, tmp_path_factory):
                 tar.extractall(folder, filter="data")
             built[name] = (folder, result.meta)
         return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def python_roots():
+    """Each device's Python image, built once (1-2 minutes each) and cached beside its plain image."""
+    roots: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in roots:
+            try:
+                roots[name] = images.ensure_python_image(get_target(name).os["test_image"])
+            except images.ImageUnavailable as exc:
+                pytest.fail(f"Python device image for {name} is unavailable: {exc}", pytrace=False)
+        return roots[name]
 
     return get

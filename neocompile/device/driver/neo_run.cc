@@ -294,10 +294,10 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       std::string arg = argv[i];
-      auto value = [&](const char* flag) -> std::string {
+      auto value = [&](const char* flag, int minimum) -> std::string {
         std::string f(flag);
         if (arg == f) {
-          if (i + 1 == argc) throw UsageError(f + " needs a value");
+          if (i + 1 == argc) throw UsageError(f + " needs a value: an integer >= " + std::to_string(minimum));
           return argv[++i];
         }
         return arg.substr(f.size() + 1);
@@ -311,11 +311,11 @@ int main(int argc, char** argv) {
       } else if (arg == "--load-only") {
         o.load_only = true;
       } else if (is("--threads")) {
-        o.threads = ParseCount(value("--threads"), "--threads", 1);
+        o.threads = ParseCount(value("--threads", 1), "--threads", 1);
       } else if (is("--repeat")) {
-        o.repeat = ParseCount(value("--repeat"), "--repeat", 1);
+        o.repeat = ParseCount(value("--repeat", 1), "--repeat", 1);
       } else if (is("--warmup")) {
-        o.warmup = ParseCount(value("--warmup"), "--warmup", 0);
+        o.warmup = ParseCount(value("--warmup", 0), "--warmup", 0);
       } else {
         throw UsageError("unknown option " + arg);
       }

@@ -24,6 +24,8 @@
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/string.h>
 
+#include <cxxabi.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -117,6 +119,27 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+// Call f through its C ABI entry (safe_call), never its C++ one: ffi::Function's operator() takes the callee's
+// cpp_call when it has one, and an exception thrown there, by another library's C++ runtime (the wheel's libstdc++
+// or the TVM runtime's own libc++), can be neither caught nor unwound here. A failure is raised as this library's
+// own ffi::Error.
+ffi::Any SafeCallPacked(const ffi::Function& f, const ffi::AnyView* args, int32_t n) {
+  ffi::Any result;
+  auto* obj = const_cast<ffi::FunctionObj*>(static_cast<const ffi::FunctionObj*>(f.get()));
+  if (obj->safe_call(obj, reinterpret_cast<const TVMFFIAny*>(args), n, reinterpret_cast<TVMFFIAny*>(&result)) != 0) {
+    throw ffi::details::MoveFromSafeCallRaised();
+  }
+  return result;
+}
+
+template <typename... Args>
+ffi::Any SafeCall(const ffi::Function& f, Args&&... args) {
+  constexpr size_t n = sizeof...(Args);
+  ffi::AnyView pack[n > 0 ? n : 1];
+  ffi::PackedArgs::Fill(pack, std::forward<Args>(args)...);
+  return SafeCallPacked(f, pack, static_cast<int32_t>(n));
+}
+
 // JSON values of compiled.meta (parsed by tvm-ffi's ffi.json.Parse).
 std::optional<ffi::Map<ffi::String, ffi::Any>> AsObject(const ffi::Any& v) {
   if (auto m = v.try_cast<ffi::Map<ffi::String, ffi::Any>>()) return *m;
@@ -197,7 +220,7 @@ void UseThreads(int n) {
   std::vector<unsigned> cpus = UsableCpus();
   ffi::Array<ffi::String> listed;
   for (int i = 0; i < n; ++i) listed.push_back(ffi::String(std::to_string(cpus[i % cpus.size()])));
-  ffi::Function::GetGlobalRequired("runtime.config_threadpool")(kShareAllCores, n, listed);
+  SafeCall(ffi::Function::GetGlobalRequired("runtime.config_threadpool"), kShareAllCores, n, listed);
   pool_threads = n;
 }
 
@@ -236,7 +259,8 @@ int Guard(F&& body) {
   } catch (const std::exception& e) {
     last_error = e.what();
   } catch (...) {
-    last_error = "unknown error";
+    const std::type_info* type = abi::__cxa_current_exception_type();
+    last_error = std::string("unknown error (an exception of type ") + (type ? type->name() : "?") + ")";
   }
   return -1;
 }
@@ -349,7 +373,7 @@ std::vector<ffi::Tensor> LoadWeights(const std::string& lib_path, const ffi::Any
   }
   ffi::Map<ffi::String, ffi::Tensor> table;
   try {
-    table = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
+    table = SafeCall(ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile"), path)
                 .cast<ffi::Map<ffi::String, ffi::Tensor>>();
   } catch (const ffi::Error& e) {
     Fail(name + ": not a readable weights file (" + e.message() +
@@ -369,7 +393,8 @@ std::vector<ffi::Tensor> LoadWeights(const std::string& lib_path, const ffi::Any
 }
 
 ffi::Function ModuleFunction(const ffi::Any& mod, const char* name, const std::string& what) {
-  auto f = ffi::Function::GetGlobalRequired("ffi.ModuleGetFunction")(mod, name, true).cast<ffi::Optional<ffi::Function>>();
+  auto f = SafeCall(ffi::Function::GetGlobalRequired("ffi.ModuleGetFunction"), mod, name, true)
+               .cast<ffi::Optional<ffi::Function>>();
   if (!f.has_value()) Fail(what);
   return *f;
 }
@@ -409,7 +434,7 @@ void Load(nrt_model* m, const std::string& path, int num_threads) {
   std::string meta_path = dir + "/compiled.meta";
   if (IsFile(meta_path)) {
     std::string text = ReadText(meta_path);
-    meta = ffi::Function::GetGlobalRequired("ffi.json.Parse")(text);
+    meta = SafeCall(ffi::Function::GetGlobalRequired("ffi.json.Parse"), text);
     if (!AsObject(meta).has_value()) Fail(meta_path + " is not a JSON object");
     CheckMeta(meta, "'" + path + "'");
     ffi::Any model = Get(meta, "Model");
@@ -418,20 +443,21 @@ void Load(nrt_model* m, const std::string& path, int num_threads) {
     m->outputs_known = true;
   }
   LoadExtraKernels();
-  ffi::Any exec = ffi::Function::GetGlobalRequired("ffi.ModuleLoadFromFile")(m->lib_path);
+  ffi::Any exec = SafeCall(ffi::Function::GetGlobalRequired("ffi.ModuleLoadFromFile"), m->lib_path);
   ffi::Function load_exec = ModuleFunction(exec, "vm_load_executable",
                                            m->lib_path + " is not a Relax VM executable (no vm_load_executable)");
-  m->vm = load_exec();
-  ModuleFunction(m->vm, "vm_initialization", m->lib_path + ": the VM has no vm_initialization")(
-      static_cast<int>(kDLCPU), 0, kPooledAllocator);
+  m->vm = SafeCall(load_exec);
+  SafeCall(ModuleFunction(m->vm, "vm_initialization", m->lib_path + ": the VM has no vm_initialization"),
+           static_cast<int>(kDLCPU), 0, kPooledAllocator);
   m->main = ModuleFunction(m->vm, "main", m->lib_path + " has no function 'main'");
   m->weights = LoadWeights(m->lib_path, meta);
   if (!m->outputs_known) {  // a bare library: names from the VM, dtypes and shapes unknown
-    int64_t arity = ModuleFunction(m->vm, "get_function_arity", "no get_function_arity")(ffi::String("main")).cast<int64_t>();
+    int64_t arity = SafeCall(ModuleFunction(m->vm, "get_function_arity", "no get_function_arity"), ffi::String("main"))
+                        .cast<int64_t>();
     ffi::Function param = ModuleFunction(m->vm, "get_function_param_name", "no get_function_param_name");
     for (int64_t i = 0; i + static_cast<int64_t>(m->weights.size()) < arity; ++i) {
       nrt_model::Port p;
-      p.name = param(ffi::String("main"), i).cast<ffi::String>();
+      p.name = SafeCall(param, ffi::String("main"), i).cast<ffi::String>();
       m->inputs.push_back(std::move(p));
     }
   }
@@ -491,10 +517,9 @@ void Run(nrt_model* m) {
   }
   for (const ffi::Tensor& w : m->weights) args.push_back(w);
   UseThreads(m->threads);
-  ffi::Any ret;
   m->results.clear();
   m->ran = false;
-  m->main.CallPacked(args.data(), static_cast<int32_t>(args.size()), &ret);
+  ffi::Any ret = SafeCallPacked(m->main, args.data(), static_cast<int32_t>(args.size()));
   Flatten(ret, &m->results);
   for (const ffi::Tensor& t : m->results) {
     if (t.device().device_type != kDLCPU) Fail("an output of the model is not on the CPU");
@@ -503,6 +528,13 @@ void Run(nrt_model* m) {
   if (m->outputs_known && m->results.size() != m->outputs.size()) {
     Fail("the model returned " + std::to_string(m->results.size()) + " output(s); compiled.meta declares " +
          std::to_string(m->outputs.size()));
+  }
+  for (size_t i = 0; m->outputs_known && i < m->results.size(); ++i) {
+    std::string got = std::string(ffi::DLDataTypeToString(m->results[i].dtype()));
+    if (got != m->outputs[i].dtype) {
+      Fail("output '" + m->outputs[i].name + "' of the model is " + got + "; compiled.meta declares " +
+           m->outputs[i].dtype + ": the package is damaged");
+    }
   }
   if (!m->outputs_known) {
     m->outputs.clear();
@@ -642,10 +674,14 @@ int nrt_output_shape(nrt_model* m, int index, int* ndim, int64_t* shape) {
     NeedOut(ndim, "ndim");
     CheckOutputIndex(m, index);
     const ffi::Tensor& t = m->results[index];
-    *ndim = t.ndim();
     if (shape != nullptr) {
+      if (*ndim < t.ndim()) {
+        Fail("output " + std::to_string(index) + " has rank " + std::to_string(t.ndim()) + "; shape holds " +
+             std::to_string(*ndim) + " value(s) (*ndim)");
+      }
       for (int i = 0; i < t.ndim(); ++i) shape[i] = t.shape()[i];
     }
+    *ndim = t.ndim();
   });
 }
 

@@ -21,15 +21,11 @@ import platform
 import re
 import struct
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 
-try:
-    from collections.abc import Mapping
-except ImportError:  # pragma: no cover - Python 2 never gets here
-    Mapping = dict
-
-__all__ = ["Model", "Error", "PackageError", "InputError"]
+__all__ = ["Error", "InputError", "Model", "PackageError"]
 __version__ = "0.1.0"
 
 ABI_VERSION = 1  # NRT_ABI_VERSION of include/neocompile_rt.h that this module speaks
@@ -138,8 +134,8 @@ def _package_folder(path):
                 return folder, folder
         raise PackageError(
             "Model() without a path runs the package this module sits in (<package>/python/neocompile_rt.py), but "
-            "{} is not inside a package (no {} in {} or {}); give the package folder: Model('/path/to/package')"
-            .format(os.path.abspath(__file__), META, os.path.dirname(here), here))
+            f"{os.path.abspath(__file__)} is not inside a package (no {META} in {os.path.dirname(here)} or {here}); "
+            "give the package folder: Model('/path/to/package')")
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
@@ -148,11 +144,11 @@ def _package_folder(path):
     if os.path.isfile(path):
         if re.search(r"\.(tar|tar\.gz|tgz)$", path):
             raise PackageError(
-                "'{}' is a package archive; extract it first (mkdir pkg && tar -xzf {} -C pkg) and give the folder: "
-                "Model('pkg')".format(path, path))
+                f"'{path}' is a package archive; extract it first (mkdir pkg && tar -xzf {path} -C pkg) and give "
+                "the folder: Model('pkg')")
         return os.path.dirname(os.path.abspath(path)), path
-    raise PackageError("'{}' does not exist; expected a package folder (holding compiled.meta, compiled.so, "
-                       "compiled.params and lib/) or its compiled.so".format(path))
+    raise PackageError(f"'{path}' does not exist; expected a package folder (holding compiled.meta, compiled.so, "
+                       "compiled.params and lib/) or its compiled.so")
 
 
 def _read_meta(folder):
@@ -161,29 +157,30 @@ def _read_meta(folder):
         with open(path, "rb") as f:
             meta = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
-        raise PackageError("'{}' is not a neocompile package: {} is missing; expected the folder that holds "
-                           "compiled.meta, compiled.so, compiled.params and lib/".format(folder, META)) from None
+        raise PackageError(f"'{folder}' is not a neocompile package: {META} is missing; expected the folder that holds "
+                           "compiled.meta, compiled.so, compiled.params and lib/") from None
     except OSError as exc:
-        raise PackageError("{}: cannot read it: {}".format(path, exc)) from None
+        raise PackageError(f"{path}: cannot read it: {exc}") from None
     except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
-        raise PackageError("{} is not valid JSON: {}".format(path, exc)) from None
+        raise PackageError(f"{path} is not valid JSON: {exc}") from None
     model = meta.get("Model") if isinstance(meta, dict) else None
-    if not isinstance(model, dict) or not isinstance(model.get("Inputs"), list) or not isinstance(model.get("Outputs"), list):
-        raise PackageError("{} lacks Model.Inputs / Model.Outputs; the package is damaged or not a neocompile "
-                           "package".format(path))
+    if not (isinstance(model, dict) and isinstance(model.get("Inputs"), list)
+            and isinstance(model.get("Outputs"), list)):
+        raise PackageError(f"{path} lacks Model.Inputs / Model.Outputs; the package is damaged or not a neocompile "
+                           "package")
     return meta
 
 
-def _check_runs_here(meta, folder, dev_type):
+def _check_runs_here(meta, dev_type):
     """The checks made before the library loads: device type, CPU architecture and features, glibc."""
     req = meta.get("Requirements") or {}
     comp = meta.get("Compilation") or {}
     want = req.get("TargetDeviceType") or "cpu"
     if want != dev_type:
-        raise PackageError('Compiled model requires device type "{}" but user gave "{}".'.format(want, dev_type))
+        raise PackageError(f'Compiled model requires device type "{want}" but user gave "{dev_type}".')
     if want != "cpu":
-        raise PackageError('Compiled model requires device type "{}"; neocompile_rt runs models on the CPU only '
-                           '(device type "cpu")'.format(want))
+        raise PackageError(f'Compiled model requires device type "{want}"; neocompile_rt runs models on the CPU only '
+                           '(device type "cpu")')
     arch, here = comp.get("Arch"), process_arch()
     if arch and arch != here:
         raise PackageError(
@@ -192,11 +189,11 @@ def _check_runs_here(meta, folder, dev_type):
                                                      platform.machine(), struct.calcsize("P") * 8, arch))
     need, have = req.get("MinGlibc"), system_glibc()
     if need and have:
-        need_version = need[len("GLIBC_"):] if need.startswith("GLIBC_") else need
+        need_version = need[len("GLIBC_"):] if need.startswith("GLIBC_") else need  # noqa: FURB188 (3.9+)
         if _version_key(need_version) > _version_key(have):
             raise PackageError(
-                "Compiled model needs glibc {} ({}, compiled.meta Requirements.MinGlibc) but this system has glibc {}; "
-                "compile it for a TargetDevice whose reference OS matches this system".format(need_version, need, have))
+                f"Compiled model needs glibc {need_version} ({need}, compiled.meta Requirements.MinGlibc) but this "
+                f"system has glibc {have}; compile it for a TargetDevice whose reference OS matches this system")
     wanted = req.get("CpuFeatures") or []
     flags = _cpu_flags() if wanted and here in ("x86_64", "i686") else None
     if flags is not None:
@@ -211,15 +208,14 @@ def _library_path(folder):
     override = os.environ.get(LIBRARY_ENV)
     if override:
         if not os.path.isfile(override):
-            raise PackageError("{}={}: no such file; expected the path of a libneocompile_rt.so".format(
-                LIBRARY_ENV, override))
+            raise PackageError(f"{LIBRARY_ENV}={override}: no such file; expected the path of a libneocompile_rt.so")
         return override
     path = os.path.join(folder, LIBRARY)
     if not os.path.isfile(path):
         raise PackageError(
-            "{} is missing: the package at {} is incomplete (a package carries its runtime in lib/: "
+            f"{path} is missing: the package at {folder} is incomplete (a package carries its runtime in lib/: "
             "libneocompile_rt.so and the libtvm_*.so it needs); copy the whole package, or compile the model again "
-            "with a neocompile that bundles the runtime".format(path, folder))
+            "with a neocompile that bundles the runtime")
     return path
 
 
@@ -236,18 +232,20 @@ def _load_library(path):
             hint = ""
             if system_glibc() is None:
                 hint = " (this system's C library is not glibc; the package's libraries need glibc)"
-            raise PackageError("Cannot load {}: {}{}".format(path, exc, hint)) from None
+            raise PackageError(f"Cannot load {path}: {exc}{hint}") from None
         try:
+            abi_version = lib.nrt_abi_version
+            abi_version.restype, abi_version.argtypes = ctypes.c_int, []
+            abi = abi_version()
+            if abi != ABI_VERSION:
+                raise PackageError(
+                    f"{path} has runtime ABI {abi} but this neocompile_rt.py speaks ABI {ABI_VERSION}; use the "
+                    "neocompile_rt.py that came with the package (its python/ folder)")
             for name, (restype, argtypes) in _PROTOTYPES.items():
                 func = getattr(lib, name)
                 func.restype, func.argtypes = restype, argtypes
         except AttributeError as exc:
-            raise PackageError("{} is not a neocompile runtime library ({})".format(path, exc)) from None
-        abi = lib.nrt_abi_version()
-        if abi != ABI_VERSION:
-            raise PackageError(
-                "{} has runtime ABI {} but this neocompile_rt.py speaks ABI {}; use the neocompile_rt.py that came "
-                "with the package (its python/ folder)".format(path, abi, ABI_VERSION))
+            raise PackageError(f"{path} is not a neocompile runtime library ({exc})") from None
         _libraries[key] = lib
         return lib
 
@@ -257,7 +255,7 @@ def _address(arr, _from_buffer=ctypes.c_char.from_buffer, _addressof=ctypes.addr
     ``__array_interface__``, for writable arrays of at least one byte; the interface for the others."""
     try:
         return _addressof(_from_buffer(arr))
-    except (TypeError, ValueError):  # read-only, or empty
+    except (TypeError, ValueError, BufferError):  # read-only, or empty
         return arr.__array_interface__["data"][0]
 
 
@@ -268,13 +266,13 @@ def _last_error(lib):
 
 def _threads_argument(value, what="num_threads"):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise Error("{}: {!r} is not valid; expected an integer >= 1 (or None: the default)".format(what, value))
+        raise Error(f"{what}: {value!r} is not valid; expected an integer >= 1 (or None: the default)")
     return int(value)
 
 
-class _Input(object):
+class _Input:
     """What run() needs of one input, computed once."""
-    __slots__ = ("index", "name", "dtype", "dtype_bytes", "shape", "static", "ndim", "c_shape")
+    __slots__ = ("c_shape", "dtype", "dtype_bytes", "dtype_name", "index", "name", "ndim", "shape", "static")
 
     def __init__(self, index, spec):
         self.index = index
@@ -284,6 +282,7 @@ class _Input(object):
         except TypeError:
             raise PackageError("Input '{}' has dtype {!r}, which numpy does not know; neocompile_rt cannot feed "
                                "it".format(self.name, spec["dtype"])) from None
+        self.dtype_name = spec["dtype"]
         self.dtype_bytes = spec["dtype"].encode()
         self.shape = list(spec["shape"])  # a named dimension ("N") stays a string: any size
         self.ndim = len(self.shape)
@@ -292,8 +291,8 @@ class _Input(object):
         self.c_shape = (ctypes.c_int64 * self.ndim)(*self.static) if self.static is not None else None
 
 
-class _Output(object):
-    __slots__ = ("index", "name", "dtype", "c_ndim", "c_shape", "checked")
+class _Output:
+    __slots__ = ("c_ndim", "c_shape", "checked", "dtype", "dtype_name", "index", "name")
 
     def __init__(self, index, spec):
         self.index = index
@@ -303,12 +302,13 @@ class _Output(object):
         except TypeError:
             raise PackageError("Output '{}' has dtype {!r}, which numpy does not know; neocompile_rt cannot read "
                                "it".format(self.name, spec["dtype"])) from None
+        self.dtype_name = spec["dtype"]
         self.c_ndim = ctypes.c_int()
         self.c_shape = (ctypes.c_int64 * _MAX_DIMS)()
         self.checked = False  # its size in bytes compared with nrt_output_bytes (on the first run)
 
 
-class Model(object):
+class Model:
     """A neocompile package loaded for running on this machine's CPU.
 
     ``path``: the package folder (compiled.meta, compiled.so, compiled.params, lib/) or its compiled.so; by default
@@ -323,11 +323,11 @@ class Model(object):
         if num_threads is not None:
             num_threads = _threads_argument(num_threads)
         if isinstance(dev_id, bool) or not isinstance(dev_id, (int, np.integer)) or dev_id < 0:
-            raise Error("dev_id: {!r} is not valid; expected an integer >= 0".format(dev_id))
+            raise Error(f"dev_id: {dev_id!r} is not valid; expected an integer >= 0")
         dev_type = "cpu" if dev_type is None else dev_type  # DLR's default
         self.path, load_path = _package_folder(path)
         self.meta = _read_meta(self.path)
-        _check_runs_here(self.meta, self.path, dev_type)
+        _check_runs_here(self.meta, dev_type)
         self.library = _library_path(self.path)
         lib = self._lib = _load_library(self.library)
 
@@ -347,8 +347,8 @@ class Model(object):
         if (counts[0].value, counts[1].value) != (len(self._inputs), len(self._outputs)):
             self.close()
             raise PackageError(
-                "{}: the runtime reports {} input(s) and {} output(s) but compiled.meta declares {} and {}; the package "
-                "is damaged".format(self.path, counts[0].value, counts[1].value, len(self._inputs), len(self._outputs)))
+                f"{self.path}: the runtime reports {counts[0].value} input(s) and {counts[1].value} output(s) but "
+                f"compiled.meta declares {len(self._inputs)} and {len(self._outputs)}; the package is damaged")
         # Bound once: run() calls these on every input and output.
         self._set_input = lib.nrt_set_input
         self._run = lib.nrt_run
@@ -377,7 +377,7 @@ class Model(object):
 
     @property
     def input_dtypes(self):
-        return [i.dtype.name for i in self._inputs]
+        return [i.dtype_name for i in self._inputs]
 
     @property
     def output_names(self):
@@ -385,7 +385,7 @@ class Model(object):
 
     @property
     def output_dtypes(self):
-        return [o.dtype.name for o in self._outputs]
+        return [o.dtype_name for o in self._outputs]
 
     @property
     def num_threads(self):
@@ -426,10 +426,10 @@ class Model(object):
         return self._outputs[self._index(index, len(self._outputs), "output")].name
 
     def get_input_dtype(self, index):
-        return self._inputs[self._index(index, len(self._inputs), "input")].dtype.name
+        return self._inputs[self._index(index, len(self._inputs), "input")].dtype_name
 
     def get_output_dtype(self, index):
-        return self._outputs[self._index(index, len(self._outputs), "output")].dtype.name
+        return self._outputs[self._index(index, len(self._outputs), "output")].dtype_name
 
     def get_version(self):
         return self.version
@@ -441,18 +441,18 @@ class Model(object):
         """A copy of the last value set for input ``name`` (by run()); ``shape``: reshape it so."""
         spec = self._by_name.get(name)
         if spec is None:
-            raise InputError("'{}' is not an input of this model; its inputs are {}".format(name, self._names))
+            raise InputError(f"'{name}' is not an input of this model; its inputs are {self._names}")
         with self._lock:
             held = self._held[spec.index]
             if held is None:
-                raise InputError("Input '{}' has not been set yet; run the model first".format(name))
+                raise InputError(f"Input '{name}' has not been set yet; run the model first")
             out = held.copy()
         return out.reshape(shape) if shape is not None else out
 
     @staticmethod
     def _index(index, count, what):
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
-            raise InputError("{} index {!r} is out of range: the model has {} {}(s)".format(what, index, count, what))
+            raise InputError(f"{what} index {index!r} is out of range: the model has {count} {what}(s)")
         return int(index)
 
     # Running -------------------------------------------------------------------------------------------------------
@@ -476,6 +476,7 @@ class Model(object):
             output_shape, get_output = self._output_shape, self._get_output
             outs = []
             for o in self._outputs:
+                o.c_ndim.value = _MAX_DIMS  # in: room in c_shape; out: the rank
                 if output_shape(handle, o.index, o.c_ndim, o.c_shape) != 0:
                     raise Error(_last_error(self._lib))
                 out = np.empty(o.c_shape[:o.c_ndim.value], o.dtype)
@@ -491,8 +492,8 @@ class Model(object):
         nbytes = ctypes.c_size_t()
         self._check(self._lib.nrt_output_bytes(handle, o.index, ctypes.byref(nbytes)))
         if nbytes.value != out.nbytes:
-            raise Error("Output '{}' of shape {} holds {} bytes, not the {} that its dtype {} (compiled.meta) gives; "
-                        "the package is damaged".format(o.name, list(out.shape), nbytes.value, out.nbytes, o.dtype.name))
+            raise Error(f"Output '{o.name}' of shape {list(out.shape)} holds {nbytes.value} bytes, not the "
+                        f"{out.nbytes} that its dtype {o.dtype_name} (compiled.meta) gives; the package is damaged")
         o.checked = True
 
     def _order(self, inputs):
@@ -504,16 +505,16 @@ class Model(object):
             if len(inputs) != len(names) or any(n not in inputs for n in names):
                 missing = [n for n in names if n not in inputs]
                 extra = [n for n in inputs if n not in self._by_name]
-                raise InputError("Model inputs are {}; missing {}, unexpected {}".format(names, missing, extra))
+                raise InputError(f"Model inputs are {names}; missing {missing}, unexpected {extra}")
             inputs = [inputs[n] for n in names]
         elif not isinstance(inputs, (list, tuple)):
             try:
                 inputs = list(inputs)
             except TypeError:
-                raise InputError("Model inputs are {}; expected a dict of arrays by name, a list of arrays in that "
-                                 "order, or one array; got {}".format(names, type(inputs).__name__)) from None
+                raise InputError(f"Model inputs are {names}; expected a dict of arrays by name, a list of arrays in that "
+                                 f"order, or one array; got {type(inputs).__name__}") from None
         if len(inputs) != len(names):
-            raise InputError("Model takes {} inputs {}; got {}".format(len(names), names, len(inputs)))
+            raise InputError(f"Model takes {len(names)} inputs {names}; got {len(inputs)}")
         out = []
         for spec, arr in zip(self._inputs, inputs):
             if type(arr) is not np.ndarray:
@@ -521,14 +522,13 @@ class Model(object):
             if not arr.flags.c_contiguous:
                 arr = np.ascontiguousarray(arr)
             if arr.shape != spec.static and not self._shape_fits(spec, arr.shape):
-                raise InputError("Input '{}' has shape {}; the model was compiled for {}".format(
-                    spec.name, list(arr.shape), spec.shape))
+                raise InputError(f"Input '{spec.name}' has shape {list(arr.shape)}; the model was compiled for "
+                                 f"{spec.shape}")
             if arr.dtype != spec.dtype:
                 if np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
                     arr = arr.astype(spec.dtype)
                 else:
-                    raise InputError("Input '{}' has dtype {}; the model expects {}".format(
-                        spec.name, arr.dtype, spec.dtype.name))
+                    raise InputError(f"Input '{spec.name}' has dtype {arr.dtype}; the model expects {spec.dtype_name}")
             out.append(arr)
         return out
 
@@ -566,7 +566,7 @@ class Model(object):
     def __del__(self):
         try:
             self.close()
-        except Exception:  # at interpreter exit ctypes or the library may be gone already
+        except Exception:  # noqa: BLE001, S110 - at interpreter exit ctypes or the library may be gone already
             pass
 
     def __repr__(self):

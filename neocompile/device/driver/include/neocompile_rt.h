@@ -84,7 +84,8 @@ NRT_API int nrt_input_dtype(nrt_model* model, int index, const char** dtype);
 NRT_API int nrt_input_shape(nrt_model* model, int index, int* ndim, const int64_t** shape);
 /* The index of the input called name (fails naming the inputs there are). */
 NRT_API int nrt_input_index(nrt_model* model, const char* name, int* index);
-/* Name and dtype of an output as compiled.meta declares them. */
+/* Name and dtype of an output as compiled.meta declares them (a run checks the model's outputs against them);
+ * without compiled.meta, "output_<i>" and the dtype of the last run. */
 NRT_API int nrt_output_name(nrt_model* model, int index, const char** name);
 NRT_API int nrt_output_dtype(nrt_model* model, int index, const char** dtype);
 
@@ -99,8 +100,9 @@ NRT_API int nrt_input_borrowed(nrt_model* model, int index, int* out);
 /* Run the model on the inputs set. Every input must have been set. */
 NRT_API int nrt_run(nrt_model* model);
 
-/* After a run: the rank, shape (ndim values written to shape, which must hold at least *ndim: call with shape NULL
- * to learn ndim), size in bytes and data of output `index`. */
+/* After a run: the rank, shape, size in bytes and data of output `index`. nrt_output_shape: with shape NULL, sets
+ * *ndim to the rank; else *ndim is how many values shape holds (fails if fewer than the rank), the shape is written
+ * and *ndim set to the rank. */
 NRT_API int nrt_output_shape(nrt_model* model, int index, int* ndim, int64_t* shape);
 NRT_API int nrt_output_bytes(nrt_model* model, int index, size_t* nbytes);
 NRT_API int nrt_output_data(nrt_model* model, int index, const void** data);

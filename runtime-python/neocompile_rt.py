@@ -1,0 +1,1 @@
+../neocompile/device/python/neocompile_rt.py
