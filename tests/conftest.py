@@ -16,6 +16,14 @@ _TORCHVISION_OPS = declare_torchvision_ops()
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _tvm_before_any_package_runtime() -> None:
+    """Python's tvm is imported first, as neocompile.runtime.Model does: a package's own TVM runtime, loaded through
+    its binding (tests/device/test_rt_binding.py) into this process before tvm, would make every later `import tvm`
+    fail (neocompile_rt refuses it: two TVM runtimes in one process abort it)."""
+    import tvm  # noqa: F401
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _own_tuning_cache(tmp_path_factory) -> Iterator[None]:
     """Compiles in the tests never read the developer's tuning cache: records there would change the kernels."""
     saved = os.environ.get("NEOCOMPILE_TUNING_CACHE")

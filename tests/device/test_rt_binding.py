@@ -382,6 +382,23 @@ def test_a_failure_of_the_c_runtime_raises_its_text(cnn, tmp_path, tvm):
         assert proc.stdout.startswith("PackageError compiled.params: not a readable weights file"), proc.stdout
 
 
+def test_importing_tvm_after_a_package_runtime_is_refused_not_a_crash(cnn):
+    """Python's tvm after a package's TVM runtime would register every function twice and abort the process; the
+    binding refuses the import instead, saying what to do. tvm imported first is fine (neocompile.runtime does)."""
+    script = ("import sys; sys.path.insert(0, sys.argv[2]); import numpy as np, neocompile_rt\n"
+              "m = neocompile_rt.Model(sys.argv[1]); m.run(np.zeros(m.input_shapes['data'], 'float32'))\n"
+              "try:\n    import tvm\nexcept ImportError as exc:\n    print('refused:', exc)\n"
+              "print(len(m.run(np.zeros(m.input_shapes['data'], 'float32'))))\n")
+    proc = subprocess.run([PYTHON, "-c", script, str(cnn), str(SOURCE.parent)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused: tvm cannot be imported after neocompile_rt loaded a package's TVM runtime" in proc.stdout
+    assert "Import tvm before creating the first neocompile_rt.Model" in proc.stdout and proc.stdout.endswith("1\n")
+    first = subprocess.run([PYTHON, "-c", "import tvm; " + script, str(cnn), str(SOURCE.parent)],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and "refused" not in first.stdout, first.stderr[-2000:]
+
+
 # Threads and lifetime --------------------------------------------------------------------------------------------------
 
 def test_two_handles_in_two_threads_and_one_handle_from_two_threads_give_the_right_results(cnn, x, reference):

@@ -122,3 +122,67 @@ def test_neo_run_refuses_bad_latency_options_with_status_2(args, message, packag
     folder, _ = packages("ml_c4")
     proc = subprocess.run([str(folder / "bin" / "neo_run"), *args, str(folder)], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_bad_use_of_the_c_api_gets_errors_naming_expected_and_given(packages, tmp_path):
+    """The C API's own checks (a C caller has no binding in front of it), through ctypes on the host's package."""
+    import ctypes
+    import json
+    import shutil
+
+    folder, _ = packages("ml_c4")
+    lib = ctypes.CDLL(str(folder / "lib" / "libneocompile_rt.so"))
+    P, I, I64P = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int64)
+    for name, args in {"nrt_load": [ctypes.c_char_p, I, ctypes.POINTER(P)], "nrt_free": [P], "nrt_run": [P],
+                       "nrt_input_index": [P, ctypes.c_char_p, ctypes.POINTER(I)], "nrt_num_inputs": [P, ctypes.POINTER(I)],
+                       "nrt_set_input": [P, I, P, ctypes.c_char_p, I, I64P], "nrt_get_output": [P, I, P, ctypes.c_size_t],
+                       "nrt_output_shape": [P, I, ctypes.POINTER(I), I64P], "nrt_set_num_threads": [P, I]}.items():
+        getattr(lib, name).argtypes, getattr(lib, name).restype = args, I
+    lib.nrt_last_error.restype = ctypes.c_char_p
+    lib.nrt_version.restype = ctypes.c_char_p
+    error = lambda: lib.nrt_last_error().decode()  # noqa: E731
+    handle = ctypes.c_void_p()
+    assert lib.nrt_abi_version() == 1 and lib.nrt_version().decode().startswith("neocompile-rt 1 (apache-tvm ")
+
+    def load(path) -> str:
+        assert lib.nrt_load(str(path).encode(), 0, ctypes.byref(handle)) == -1 and not handle.value
+        return error()
+
+    assert "does not exist; expected a package folder" in load(tmp_path / "nowhere")
+    for change, message in [({"Compilation": {"Arch": "aarch64"}}, "is compiled for aarch64 but this runtime is x86_64"),
+                            ({"Requirements": {"TargetDeviceType": "gpu"}}, 'requires device type "gpu"'),
+                            ({"Requirements": {"MinGlibc": "GLIBC_9.99"}}, "needs glibc 9.99 (compiled.meta MinGlibc)")]:
+        bad = tmp_path / f"bad-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(folder, bad)
+        meta = json.loads((bad / "compiled.meta").read_text())
+        for key, values in change.items():
+            meta[key].update(values)
+        (bad / "compiled.meta").write_text(json.dumps(meta))
+        assert message in load(bad)
+
+    assert lib.nrt_load(str(folder).encode(), 1, ctypes.byref(handle)) == 0, error()
+    m = handle
+    index = ctypes.c_int()
+    assert lib.nrt_input_index(m, b"image", ctypes.byref(index)) == -1
+    assert error() == "the model has no input 'image'; its inputs are 'data'"
+    assert lib.nrt_run(m) == -1 and error() == "input 'data' is not set; call nrt_set_input first"
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    shape = (ctypes.c_int64 * 4)(1, 3, 31, 32)
+    assert lib.nrt_set_input(m, 0, x.ctypes.data, b"float32", 4, shape) == -1
+    assert error() == "input 'data' has shape [1, 3, 31, 32]; the model was compiled for [1, 3, 32, 32]"
+    shape = (ctypes.c_int64 * 4)(1, 3, 32, 32)
+    assert lib.nrt_set_input(m, 0, x.ctypes.data, b"float64", 4, shape) == -1
+    assert error() == "input 'data' has dtype float64; the model expects float32"
+    assert lib.nrt_set_input(m, 3, x.ctypes.data, b"float32", 4, shape) == -1
+    assert error() == "input index 3 is out of range: the model has 1 input(s)"
+    assert lib.nrt_get_output(m, 0, None, 0) == -1 and error() == "no output yet: call nrt_run first"
+    assert lib.nrt_set_input(m, 0, x.ctypes.data, b"float32", 4, shape) == 0 and lib.nrt_run(m) == 0, error()
+    small = (ctypes.c_char * 4)()
+    assert lib.nrt_get_output(m, 0, ctypes.addressof(small), 4) == -1
+    assert error() == "output 0 ('prob') needs 40 bytes; the buffer holds 4"
+    ndim, dims = ctypes.c_int(1), (ctypes.c_int64 * 1)()
+    assert lib.nrt_output_shape(m, 0, ctypes.byref(ndim), dims) == -1
+    assert error() == "output 0 has rank 2; shape holds 1 value(s) (*ndim)"
+    assert lib.nrt_set_num_threads(m, 0) == -1 and "expected an integer >= 1" in error()
+    assert lib.nrt_num_inputs(None, ctypes.byref(index)) == -1 and error() == "the model handle is NULL"
+    assert lib.nrt_free(m) == 0 and lib.nrt_free(None) == 0

@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import struct
+import sys
 import threading
 from collections.abc import Mapping
 
@@ -247,7 +248,33 @@ def _load_library(path):
         except AttributeError as exc:
             raise PackageError(f"{path} is not a neocompile runtime library ({exc})") from None
         _libraries[key] = lib
+        if "tvm" not in sys.modules:
+            _refuse_tvm_imports(path)
         return lib
+
+
+class _TvmAfterRuntime(object):
+    """An import hook that refuses ``import tvm`` (and ``tvm_ffi``) once a package's own TVM runtime is loaded into
+    this process: Python's tvm wheel would load a second TVM runtime beside it, and the two register every function
+    twice (the process aborts). Importing tvm *before* the first Model is fine: the package's library then runs on
+    the wheel's runtime of the same version (what ``neocompile.runtime.Model`` does)."""
+
+    def __init__(self, library):
+        self.library = library
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tvm", "tvm_ffi") and name not in sys.modules:
+            raise ImportError(
+                "{} cannot be imported after neocompile_rt loaded a package's TVM runtime ({}) into this process: "
+                "two TVM runtimes in one process abort it. Import tvm before creating the first neocompile_rt.Model, "
+                "or use it in another process".format(name, self.library), name=name)
+        return None
+
+
+
+def _refuse_tvm_imports(library):
+    if not any(isinstance(f, _TvmAfterRuntime) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TvmAfterRuntime(library))
 
 
 def _address(arr, _from_buffer=ctypes.c_char.from_buffer, _addressof=ctypes.addressof):
