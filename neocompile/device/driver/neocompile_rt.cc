@@ -732,21 +732,17 @@ int nrt_get_num_threads(nrt_model* m, int* out) {
 }
 
 int nrt_lock(nrt_model* m) {
-  if (m == nullptr) {
-    last_error = "the model handle is NULL";
-    return -1;
-  }
-  m->mu.lock();
-  return 0;
+  return Guard([&] {
+    if (m == nullptr) Fail("the model handle is NULL");
+    m->mu.lock();
+  });
 }
 
 int nrt_unlock(nrt_model* m) {
-  if (m == nullptr) {
-    last_error = "the model handle is NULL";
-    return -1;
-  }
-  m->mu.unlock();
-  return 0;
+  return Guard([&] {
+    if (m == nullptr) Fail("the model handle is NULL");
+    m->mu.unlock();
+  });
 }
 
 }  // extern "C"

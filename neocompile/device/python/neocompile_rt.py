@@ -297,19 +297,20 @@ def _threads_argument(value, what="num_threads"):
     return int(value)
 
 
+def _numpy_dtype(kind, spec):
+    try:
+        return np.dtype(spec["dtype"])
+    except TypeError:
+        raise PackageError("{} '{}' has dtype {!r}, which numpy does not know; neocompile_rt cannot use it".format(
+            kind, spec["name"], spec["dtype"])) from None
+
+
 class _Input:
     """What run() needs of one input, computed once."""
     __slots__ = ("c_shape", "dtype", "dtype_bytes", "dtype_name", "index", "name", "ndim", "shape", "static")
 
     def __init__(self, index, spec):
-        self.index = index
-        self.name = spec["name"]
-        try:
-            self.dtype = np.dtype(spec["dtype"])
-        except TypeError:
-            raise PackageError("Input '{}' has dtype {!r}, which numpy does not know; neocompile_rt cannot feed "
-                               "it".format(self.name, spec["dtype"])) from None
-        self.dtype_name = spec["dtype"]
+        self.index, self.name, self.dtype, self.dtype_name = index, spec["name"], _numpy_dtype("Input", spec), spec["dtype"]
         self.dtype_bytes = spec["dtype"].encode()
         self.shape = list(spec["shape"])  # a named dimension ("N") stays a string: any size
         self.ndim = len(self.shape)
@@ -322,14 +323,7 @@ class _Output:
     __slots__ = ("c_ndim", "c_shape", "checked", "dtype", "dtype_name", "index", "name")
 
     def __init__(self, index, spec):
-        self.index = index
-        self.name = spec["name"]
-        try:
-            self.dtype = np.dtype(spec["dtype"])
-        except TypeError:
-            raise PackageError("Output '{}' has dtype {!r}, which numpy does not know; neocompile_rt cannot read "
-                               "it".format(self.name, spec["dtype"])) from None
-        self.dtype_name = spec["dtype"]
+        self.index, self.name, self.dtype, self.dtype_name = index, spec["name"], _numpy_dtype("Output", spec), spec["dtype"]
         self.c_ndim = ctypes.c_int()
         self.c_shape = (ctypes.c_int64 * _MAX_DIMS)()
         self.checked = False  # its size in bytes compared with nrt_output_bytes (on the first run)
