@@ -15,6 +15,7 @@ from typing import Any, Callable
 from . import __version__, archive, datainput, options as options_mod, package, sandbox, storage
 from .compiler import check_cpu, compile_library
 from .device import floors as device_floors
+from .device.runner import rt_abi
 from .digest import blake2b_file
 from .errors import JobTimeout, ValidationError
 from .loaders import get_loader
@@ -388,6 +389,10 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
             # or "embedded" in compiled.so (accelerator targets, packages of older versions).
             "Weights": compiled.weights or {"Storage": "embedded", "File": None, "Parameters": {}, "Bytes": 0},
         },
-        "Runtime": {"Bundled": bundled, "Note": runtime_note or None},
+        "Runtime": {"Bundled": bundled, "Note": runtime_note or None,
+                    # The package's C API and its Python binding, when bundled (CPU targets).
+                    "API": ({"Library": "lib/libneocompile_rt.so", "Header": "include/neocompile_rt.h",
+                             "Python": "python/neocompile_rt.py", "ABI": rt_abi()}
+                            if "lib/libneocompile_rt.so" in bundled else None)},
         "Verification": {k: report[k] for k in ("status", "mode", "reason") if k in report},
     }

@@ -55,8 +55,19 @@ RT_HEADER = Path(__file__).resolve().parent / "driver" / "include" / "neocompile
 #: The numpy-only Python binding over the C API, shipped as python/neocompile_rt.py.
 RT_PYTHON = Path(__file__).resolve().parent / "python" / "neocompile_rt.py"
 RT_LIBRARY = "libneocompile_rt.so"
-#: Only the C API leaves the library; its libc++ and the tvm-ffi C++ layer it is built with stay private.
-_RT_EXPORTS = "{\n  global: nrt_*;\n  local: *;\n};\n"
+#: Only the C API leaves the library, under an ELF symbol version per ABI (nrt_load@@NEOCOMPILE_RT_1); its libc++
+#: and the tvm-ffi C++ layer it is built with stay private.
+_RT_EXPORTS = "NEOCOMPILE_RT_{abi} {{\n  global: nrt_*;\n  local: *;\n}};\n"
+
+
+def rt_abi() -> int:
+    """NRT_ABI_VERSION of the C API header."""
+    import re
+
+    match = re.search(r"#define NRT_ABI_VERSION (\d+)", RT_HEADER.read_text())
+    if not match:
+        raise EmulationUnavailable(f"{RT_HEADER} defines no NRT_ABI_VERSION")
+    return int(match.group(1))
 
 
 def build_driver(target) -> Path:
@@ -74,7 +85,7 @@ def build_driver(target) -> Path:
     include = _include_dir()
     flags = ["-std=c++17", "-O2", "-g0", "-s"]
     versions = runtime_versions()
-    version_text = (f"neocompile-rt 1 (apache-tvm {versions['tvm']}, apache-tvm-ffi {versions['tvm-ffi']})")
+    version_text = f"neocompile-rt {rt_abi()} (apache-tvm {versions['tvm']}, apache-tvm-ffi {versions['tvm-ffi']})"
     digest = hashlib.sha256()
     for source in (DRIVER_SOURCE, RT_SOURCE, RT_HEADER):
         digest.update(source.read_bytes())
@@ -94,7 +105,7 @@ def build_driver(target) -> Path:
                     os.link(lib, tmp / lib.name)
                 except OSError:
                     shutil.copy2(lib, tmp / lib.name)
-            (tmp / "exports.map").write_text(_RT_EXPORTS)
+            (tmp / "exports.map").write_text(_RT_EXPORTS.format(abi=rt_abi()))
             rt_cmd = [*cxx, *flags, "-fPIC", "-fvisibility=hidden", "-shared", f"-DNRT_VERSION_TEXT=\"{version_text}\"",
                       "-I", str(RT_HEADER.parent), "-I", str(include), str(RT_SOURCE), "-o", str(tmp / RT_LIBRARY),
                       f"-Wl,--version-script={tmp / 'exports.map'}", f"-Wl,-soname,{RT_LIBRARY}", "-L", str(tmp),

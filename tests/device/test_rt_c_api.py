@@ -49,6 +49,10 @@ def test_the_library_exports_the_c_api_only_and_needs_only_tvm_ffis_c_abi(arch, 
     folder, meta = packages(ARCH_DEVICES[arch])
     lib = folder / "lib" / "libneocompile_rt.so"
     assert "lib/libneocompile_rt.so" in meta["Runtime"]["Bundled"] and (folder / "include" / "neocompile_rt.h").is_file()
+    assert meta["Runtime"]["API"] == {"Library": "lib/libneocompile_rt.so", "Header": "include/neocompile_rt.h",
+                                      "Python": "python/neocompile_rt.py", "ABI": 1}
+    versions = subprocess.run(["readelf", "--dyn-syms", "-W", str(lib)], capture_output=True, text=True).stdout
+    assert "nrt_load@@NEOCOMPILE_RT_1" in versions  # the ABI is also an ELF symbol version
     defined, undefined = _dynamic_symbols(lib)
     header = (folder / "include" / "neocompile_rt.h").read_text()
     declared = set(re.findall(r"NRT_API [^;(]*?\b(nrt_\w+)\(", header))
