@@ -2,7 +2,8 @@
 
     python bench/bench.py [--quick] [--models resnet50,mlp] [--batches 1,8] [--tune-trials N]
                           [--skip-memory | --memory-only] [--skip-arm] [--budget S] [--compile-only] [--reuse]
-                          [--skip-service | --service-only] [--skip-transform | --transform-only] [--render]
+                          [--skip-service | --service-only] [--skip-transform | --transform-only]
+                          [--skip-rt | --rt-only] [--render]
 
 The models (bench/models.py, plain torch with seeded weights, exported to ONNX opset 17 and packed as Neo's
 model.tar.gz) are ResNet-50, MobileNetV2, a BERT-base-sized encoder and an MLP, each at batch 1 and 8 as separate
@@ -16,7 +17,9 @@ count (1 and all usable cores) in a child process per (model, batch, threads) fo
 test, and one model is compiled for an armv7 and an aarch64 device to count NEON instructions and time it under qemu
 (bench/arm.py). The job service (bench/service.py: `neocompile serve` on SQLite and on a throwaway PostgreSQL) is
 timed with 8 concurrent boto3 clients on 1,000 stored jobs (Describe, List pages) and for how soon an idle worker
-starts a created job. Results go to bench/results.json, bench/results.png and the README (bench/report.py).
+starts a created job. The package's Python runtime binding (python/neocompile_rt.py) is timed against calling the TVM
+VM directly on SqueezeNet 1.1 and a tiny model (bench/rt_overhead.py). Results go to bench/results.json,
+bench/results.png and the README (bench/report.py).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench.py`
 
-from bench import frameworks, models, report, service, transform  # noqa: E402
+from bench import frameworks, models, report, rt_overhead, service, transform  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results.json"
 PACKAGES = models.WORK / "packages"
@@ -334,6 +337,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the batch-transform part (1,000,000 CSV rows through an XGBoost package vs xgboost; ~1-2 min)")
     p.add_argument("--transform-only", action="store_true",
                    help="only the batch-transform part (merged into an existing bench/results.json)")
+    p.add_argument("--skip-rt", action="store_true",
+                   help="skip the runtime-binding overhead part (neocompile_rt vs the TVM VM called directly; ~1-2 min)")
+    p.add_argument("--rt-only", action="store_true",
+                   help="only the runtime-binding overhead part (merged into an existing bench/results.json)")
     p.add_argument("--compile-only", action="store_true",
                    help="compile the packages (tuning included) and stop; a later run with --reuse measures them")
     p.add_argument("--reuse", action="store_true",
@@ -385,6 +392,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.transform_only:
         transform_only(args, facts, target, started)
+        return
+    if args.rt_only:
+        rt_only(args, facts, target, started)
         return
     cores = facts["usable_cores"]
     threads = [1] if cores == 1 else [1, cores]
@@ -439,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         results["frameworks"] = frameworks_part(args.frameworks, target, args.reuse, args, tmp)
     results["service"] = None if args.skip_service else service_part(args)
     results["transform"] = None if args.skip_transform else transform_part(args)
+    results["runtime_overhead"] = None if args.skip_rt else rt_part(args)
     results["goals"] = report.goals(results)
     results["bench_seconds"] = round(time.time() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -485,6 +496,24 @@ def transform_only(args, facts: dict[str, Any], target: str, started: float) -> 
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
     render(results)
     log(f"merged the batch-transform part into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
+
+
+def rt_part(args) -> dict[str, Any]:
+    """The runtime binding's per-call overhead over the TVM VM called directly (bench/rt_overhead.py)."""
+    log("runtime overhead: neocompile_rt.Model.run vs the TVM Relax VM called from Python, SqueezeNet 1.1 and a tiny "
+        "model, 1 thread")
+    return rt_overhead.run(quick=args.quick)
+
+
+def rt_only(args, facts: dict[str, Any], target: str, started: float) -> None:
+    """The runtime-overhead part alone, merged into the existing results."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {
+        "machine": facts, "target": target, "config": {}, "variants": {}, "compiles": [], "latency": []}
+    results["runtime_overhead"] = rt_part(args)
+    results["goals"] = report.goals(results)
+    RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    render(results)
+    log(f"merged the runtime-overhead part into {RESULTS.relative_to(ROOT)} in {(time.time() - started) / 60:.1f} min")
 
 
 def memory_only(args, facts: dict[str, Any], target: str, started: float) -> None:

@@ -381,6 +381,11 @@ def markdown(results: dict[str, Any], chart_path: Path | None, root: Path) -> li
 
         lines += ["", transform.render(results["transform"])]
 
+    if results.get("runtime_overhead"):
+        from bench import rt_overhead  # as transform: bench.py imports this module
+
+        lines += ["", rt_overhead.render(results["runtime_overhead"])]
+
     prof = results.get("profile")
     if prof and "top" in prof:
         lines += ["", f"Where the time goes in the slowest model relative to onnxruntime, {_label(prof['model'])} batch "
