@@ -224,10 +224,30 @@ class Model:
 
         from .device.python import neocompile_rt
 
+        library = None
+        if not (path / "lib" / "libneocompile_rt.so").is_file():
+            library = self._host_c_api()  # a package from before the C API
         try:
-            self._rt = neocompile_rt.Model(path, dev_type=dev_type, num_threads=self.num_threads)
+            self._rt = neocompile_rt.Model(path, dev_type=dev_type, num_threads=self.num_threads, library=library)
         except neocompile_rt.Error as exc:
             raise PackageError(f"'{self.source}': {exc}") from None
+
+    def _host_c_api(self) -> str:
+        """This machine's build of the C API, for a package compiled before packages carried it (its TVM version
+        must be the installed one: the model library is run by this TVM runtime)."""
+        from .device.runner import RT_LIBRARY, EmulationUnavailable, build_driver
+        from .device.tvm_runtime import runtime_versions
+
+        built_with = self.meta.get("Compilation", {}).get("TVMVersion")
+        installed = runtime_versions()["tvm"]
+        if built_with != installed:
+            raise PackageError(f"'{self.source}' carries no lib/libneocompile_rt.so and was compiled with TVM "
+                               f"{built_with}, not this machine's {installed}; compile the model again")
+        try:
+            return str(build_driver(self._registry_target()).parent / RT_LIBRARY)
+        except EmulationUnavailable as exc:
+            raise PackageError(f"'{self.source}' carries no lib/libneocompile_rt.so and this machine cannot build "
+                               f"one: {exc}") from None
 
     def _local(self, path: str | Path) -> Path:
         """A local path for ``path``: s3:// objects are downloaded (into this model's temporary folder)."""

@@ -190,3 +190,25 @@ def test_bad_use_of_the_c_api_gets_errors_naming_expected_and_given(packages, tm
     assert lib.nrt_set_num_threads(m, 0) == -1 and "expected an integer >= 1" in error()
     assert lib.nrt_num_inputs(None, ctypes.byref(index)) == -1 and error() == "the model handle is NULL"
     assert lib.nrt_free(m) == 0 and lib.nrt_free(None) == 0
+
+
+def test_a_package_from_before_the_c_api_runs_on_this_machines_build_of_it(packages, tmp_path):
+    import json
+    import shutil
+
+    from neocompile.errors import PackageError
+    from neocompile.runtime import Model
+
+    folder, _ = packages("ml_c4")
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    for rel in ("lib/libneocompile_rt.so", "include/neocompile_rt.h", "python/neocompile_rt.py"):
+        (old / rel).unlink()
+    x = _pattern([1, 3, 32, 32])
+    np.testing.assert_array_equal(Model(old, num_threads=1).run(x)[0], Model(folder, num_threads=1).run(x)[0])
+    meta = json.loads((old / "compiled.meta").read_text())
+    meta["Compilation"]["TVMVersion"] = "0.20.0"
+    (old / "compiled.meta").write_text(json.dumps(meta))
+    with pytest.raises(PackageError, match=r"carries no lib/libneocompile_rt.so and was compiled with TVM 0.20.0, not "
+                                           r"this machine's 0\.27"):
+        Model(old)

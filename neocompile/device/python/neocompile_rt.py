@@ -335,10 +335,11 @@ class Model:
     ``path``: the package folder (compiled.meta, compiled.so, compiled.params, lib/) or its compiled.so; by default
     the package this module sits in. ``dev_type``/``dev_id``: as DLR takes them ("cpu" only; dev_id is ignored).
     ``num_threads``: threads per run; by default $NEOCOMPILE_NUM_THREADS, else $TVM_NUM_THREADS, else every CPU this
-    process may run on. The library is the package's lib/libneocompile_rt.so, or $NEOCOMPILE_RT_LIBRARY.
+    process may run on. The library is ``library`` if given, else $NEOCOMPILE_RT_LIBRARY, else the package's
+    lib/libneocompile_rt.so.
     """
 
-    def __init__(self, path=None, dev_type="cpu", dev_id=0, num_threads=None):
+    def __init__(self, path=None, dev_type="cpu", dev_id=0, num_threads=None, library=None):
         self._handle = None  # first, so that __del__ of a half-made Model does nothing
         self._lock = threading.Lock()
         if num_threads is not None:
@@ -349,7 +350,9 @@ class Model:
         self.path, load_path = _package_folder(path)
         self.meta = _read_meta(self.path)
         _check_runs_here(self.meta, dev_type)
-        self.library = _library_path(self.path)
+        if library is not None and not os.path.isfile(library):
+            raise PackageError(f"library={library!r}: no such file; expected the path of a libneocompile_rt.so")
+        self.library = os.fspath(library) if library is not None else _library_path(self.path)
         lib = self._lib = _load_library(self.library)
 
         self._inputs = [_Input(i, spec) for i, spec in enumerate(self.meta["Model"]["Inputs"])]
