@@ -66,6 +66,13 @@ run: deps
 	done; \
 	echo "== run $(OUT)/model-$$host.tar.gz"; \
 	$(BIN)/neocompile run $(OUT)/model-$$host.tar.gz && \
+	echo "== on the device: the package alone (bin/neo_run and python/neocompile_rt.py over its C API)" && \
+	rm -rf $(OUT)/pkg-$$host && mkdir -p $(OUT)/pkg-$$host && tar -xzf $(OUT)/model-$$host.tar.gz -C $(OUT)/pkg-$$host && \
+	$(OUT)/pkg-$$host/bin/neo_run --repeat 50 $(OUT)/pkg-$$host && \
+	$(BIN)/python -c "import sys, numpy as np; sys.path.insert(0, sys.argv[1] + '/python'); from neocompile_rt import Model; \
+	m = Model(); y = m.run(np.zeros(m.input_shapes['data'], 'float32'))[0]; \
+	print('neocompile_rt:', m.get_version(), m.input_names, '->', m.output_names, y.shape, 'tvm loaded:', 'tvm' in sys.modules)" \
+	  $(OUT)/pkg-$$host && \
 	echo "== the job API: neocompile serve, the example through boto3 (examples/serve_demo.py)" && \
 	$(BIN)/python examples/serve_demo.py $(OUT) $$host
 
