@@ -382,6 +382,17 @@ def test_a_failure_of_the_c_runtime_raises_its_text(cnn, tmp_path, tvm):
         assert proc.stdout.startswith("PackageError compiled.params: not a readable weights file"), proc.stdout
 
 
+def test_a_package_missing_a_tvm_library_is_refused_naming_it(cnn, tmp_path):
+    pkg = copy_package(cnn, tmp_path / "pkg")
+    (pkg / "lib" / "libtvm_runtime.so").unlink()
+    # In a child without tvm: in this process the wheel's libtvm_runtime.so is loaded and would stand in for it.
+    proc = subprocess.run([PYTHON, "-c", LOAD, str(pkg), "without-tvm", str(SOURCE.parent)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"PackageError Cannot load {pkg}/lib/libneocompile_rt.so: libtvm_runtime.so: cannot "
+                                  "open shared object file"), proc.stdout
+
+
 def test_importing_tvm_after_a_package_runtime_is_refused_not_a_crash(cnn):
     """Python's tvm after a package's TVM runtime would register every function twice and abort the process; the
     binding refuses the import instead, saying what to do. tvm imported first is fine (neocompile.runtime does)."""
