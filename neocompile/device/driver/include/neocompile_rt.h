@@ -72,7 +72,7 @@ NRT_API const char* nrt_last_error(void);
  * architecture, this system's glibc is not older than the package's MinGlibc. num_threads: 0 = the default (see
  * Threads above), else the count. */
 NRT_API int nrt_load(const char* path, int num_threads, nrt_model** out);
-/* Free a handle (NULL is allowed). */
+/* Free a handle (NULL is allowed). No other call on the handle may be running or follow. */
 NRT_API int nrt_free(nrt_model* model);
 
 NRT_API int nrt_num_inputs(nrt_model* model, int* out);
