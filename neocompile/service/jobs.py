@@ -164,15 +164,16 @@ class JobService:
 
     # ---- ListCompilationJobs ----
     def list(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.page("compilation", body, "CompilationJobSummaries", _summary)
+        return self.page("compilation", body, "CompilationJobSummaries", _summary, request_keys=("OutputConfig",))
 
     def page(self, kind: str, body: dict[str, Any], result_key: str, summary: Callable[[JobRecord], dict[str, Any]],
              default_order: str = "Ascending", statuses: dict[str, tuple[str, ...]] | None = None,
-             created_after_inclusive: bool = False) -> dict[str, Any]:
+             created_after_inclusive: bool = False, request_keys: tuple[str, ...] = ()) -> dict[str, Any]:
         """One page of a List* call over ``kind``: filter, then sort, then page (keyset: strictly after the token).
 
         ``statuses`` maps a wire StatusEquals to the stored statuses it means (transform jobs: InProgress is STARTING
-        or INPROGRESS); ``created_after_inclusive``: ListModels' CreationTimeAfter is ">=" where the others are ">".
+        or INPROGRESS); ``created_after_inclusive``: ListModels' CreationTimeAfter is ">=" where the others are ">";
+        ``request_keys``: the request members ``summary`` reads (the others are not fetched).
         """
         status = body.get("StatusEquals")
         after = body.get("CreationTimeAfter")
@@ -188,6 +189,7 @@ class JobService:
             sort_by=body.get("SortBy", "CreationTime"),
             descending=body.get("SortOrder", default_order) == "Descending",
             limit=body.get("MaxResults", 10),
+            request_keys=request_keys,
         )
         fingerprint = self._fingerprint(kind, body)
         if body.get("NextToken"):

@@ -2,6 +2,7 @@
 database on the session's throwaway cluster), plus the PostgreSQL store's Procrastinate queue."""
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import random
 import threading
@@ -68,6 +69,17 @@ def test_insert_then_get_returns_the_same_record_with_request_and_tags(store):
     store.insert(record)
     assert store.get("resnet-1") == record
     assert store.get("missing") is None
+
+
+def test_query_reads_only_the_request_members_asked_for(store):
+    request = {"CompilationJobName": "j", "OutputConfig": {"TargetDevice": "rasp3b", "S3OutputLocation": "s3://b/o"},
+               "InputConfig": {"Framework": "ONNX", "DataInputConfig": '{"data": [1, 3, 8, 8]}'}}
+    store.insert(job("j", request=request, tags={"team": "vision"}))
+    assert store.query(ListQuery())[0].request == request  # by default: all of it
+    (got,) = store.query(ListQuery(request_keys=("OutputConfig",)))
+    assert got.request == {"OutputConfig": request["OutputConfig"]} and got.tags == {"team": "vision"}
+    assert store.query(ListQuery(request_keys=()))[0].request == {}
+    assert dataclasses.replace(got, request=request) == store.get("j")  # the rest of the record is the same
 
 
 def test_insert_of_an_existing_name_raises_name_taken(store):

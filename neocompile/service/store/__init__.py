@@ -94,6 +94,9 @@ class ListQuery:
     descending: bool = False
     after: tuple[Any, str] | None = None  # (sort value, name) of the last item of the previous page
     limit: int = 10
+    #: The request members the caller reads (a List summary: OutputConfig, or none); None: the whole request. The
+    #: records returned hold only these in ``request``: a 100-item page then decodes no full request documents.
+    request_keys: tuple[str, ...] | None = None
 
 
 #: ListQuery.sort_by -> JobRecord column; ties are broken by name, so the order is total and keyset paging exact.

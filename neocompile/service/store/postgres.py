@@ -49,6 +49,16 @@ _TIMES = ("creation_time", "last_modified_time", "start_time", "end_time", "dead
 _COLUMNS = JobRecord.columns()
 _SELECT = sql.SQL(",").join(map(sql.Identifier, _COLUMNS))
 
+
+def _select(request_keys: tuple[str, ...] | None) -> sql.Composable:
+    """The job columns to select, ``request`` reduced to ``request_keys`` (ListQuery.request_keys) when given."""
+    if request_keys is None:
+        return _SELECT
+    reduced = (sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+                   sql.SQL("{}, request -> {}").format(sql.Literal(k), sql.Literal(k)) for k in request_keys))
+               if request_keys else sql.SQL("'{}'::jsonb"))
+    return sql.SQL(",").join(reduced if c == "request" else sql.Identifier(c) for c in _COLUMNS)
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs ({", ".join(f"{c} {_TYPES.get(c, 'DOUBLE PRECISION' if c in _TIMES else 'TEXT')}"
                                             for c in _COLUMNS)}, PRIMARY KEY (kind, name));
@@ -135,7 +145,7 @@ class PostgresStore(JobStore):
             else:
                 where.append(sql.SQL(f"({column}, name) {cmp} (%s, %s)"))
                 args.extend(q.after)
-        query = sql.SQL("SELECT {} FROM jobs WHERE ").format(_SELECT) + sql.SQL(" AND ").join(where)
+        query = sql.SQL("SELECT {} FROM jobs WHERE ").format(_select(q.request_keys)) + sql.SQL(" AND ").join(where)
         query += sql.SQL(f" ORDER BY {column} {order}" + (f", name {order}" if column != "name" else "") + " LIMIT %s")
         with self._pool.connection() as db:
             rows = db.execute(query, (*args, q.limit)).fetchall()

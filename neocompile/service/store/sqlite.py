@@ -89,7 +89,7 @@ class SQLiteStore(JobStore):
             else:
                 where.append(f"({column}, name) {cmp} (?, ?)")
                 args.extend(q.after)
-        sql = f"SELECT {','.join(JobRecord.columns())} FROM jobs WHERE " + " AND ".join(where)
+        sql = f"SELECT {','.join(_select_columns(q.request_keys))} FROM jobs WHERE " + " AND ".join(where)
         sql += f" ORDER BY {column} {order}" + (f", name {order}" if column != "name" else "") + " LIMIT ?"
         return [JobRecord.from_row(r) for r in self._db().execute(sql, (*args, q.limit)).fetchall()]
 
@@ -177,3 +177,15 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _select_columns(request_keys: tuple[str, ...] | None) -> list[str]:
+    """The job columns to select, ``request`` reduced to ``request_keys`` (ListQuery.request_keys) when given."""
+    if request_keys is None:
+        return list(JobRecord.columns())
+    for key in request_keys:
+        if not key.isidentifier():
+            raise ValueError(f"request key {key!r} is not a plain member name")
+    reduced = ("json_object(" + ", ".join(f"'{k}', json(json_extract(request, '$.{k}'))" for k in request_keys) + ")"
+               if request_keys else "'{}'")
+    return [reduced if c == "request" else c for c in JobRecord.columns()]
