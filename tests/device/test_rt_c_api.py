@@ -177,6 +177,7 @@ def test_bad_use_of_the_c_api_gets_errors_naming_expected_and_given(packages, tm
     shape = (ctypes.c_int64 * 4)(1, 3, 32, 32)
     assert lib.nrt_set_input(m, 0, x.ctypes.data, b"float64", 4, shape) == -1
     assert error() == "input 'data' has dtype float64; the model expects float32"
+    assert lib.nrt_set_input(m, 0, None, b"float32", 4, shape) == -1 and error() == "input 'data': data is NULL"
     assert lib.nrt_set_input(m, 3, x.ctypes.data, b"float32", 4, shape) == -1
     assert error() == "input index 3 is out of range: the model has 1 input(s)"
     assert lib.nrt_get_output(m, 0, None, 0) == -1 and error() == "no output yet: call nrt_run first"

@@ -478,9 +478,12 @@ void SetInput(nrt_model* m, int index, const void* data, const char* dtype, int 
     for (size_t i = 0; match && i < given.size(); ++i) match = port.shape[i] < 0 || port.shape[i] == given[i];
     if (!match) Fail("input '" + port.name + "' has shape " + ShapeText(given) + "; the model was compiled for " + ShapeText(port.shape));
   }
+  int64_t count = 1;
   for (int64_t d : given) {
     if (d < 0) Fail("input '" + port.name + "' has a negative dimension in shape " + ShapeText(given));
+    count *= d;
   }
+  if (data == nullptr && count > 0) Fail("input '" + port.name + "': data is NULL");
   DLDataType dl;
   try {
     dl = ffi::StringToDLDataType(dtype);
@@ -501,10 +504,7 @@ void SetInput(nrt_model* m, int index, const void* data, const char* dtype, int 
                held->ndim() == ndim && std::equal(given.begin(), given.end(), held->shape().begin());
   if (!reuse) held = ffi::Tensor::FromNDAlloc(AlignedAlloc(), view, dl, cpu);
   nbytes = ffi::GetDataSize(*held->GetDLTensorPtr());
-  if (nbytes > 0) {
-    if (data == nullptr) Fail("input '" + port.name + "': data is NULL");
-    std::memcpy(held->data_ptr(), data, nbytes);
-  }
+  if (nbytes > 0) std::memcpy(held->data_ptr(), data, nbytes);
   m->borrowed[index] = false;
 }
 
