@@ -180,3 +180,67 @@ def test_kernels_off_is_tvm_default(tmp_path):
     module, shape, _ = CASES["conv1x1"]
     compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path, kernels=False)
     assert compiled.kernels == {}
+
+
+def _variant_net():
+    class Net(torch.nn.Module):
+        """A conv at a width that tall tiles divide (14), a stride-1 3x3 with a residual, a depthwise conv and a
+        dense layer: every kind of anchor a template variant may change."""
+
+        def __init__(self):
+            super().__init__()
+            self.pw = Conv(16, 32, 1)
+            self.c3 = Conv(32, 32, 3, residual=True)
+            self.dw = Conv(32, 32, 3, groups=32)
+            self.fc = Linear(32, 24, act=None)
+
+        def forward(self, x):
+            y = self.dw(self.c3(self.pw(x)))
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+
+    return Net
+
+
+def _variants():
+    from neocompile.cpu.templates import VARIANTS
+
+    return VARIANTS
+
+
+@pytest.mark.parametrize("knobs", _variants(), ids=lambda k: ",".join(f"{a}={b}" for a, b in k.as_dict().items()))
+def test_template_variants_stay_correct(knobs, tmp_path, monkeypatch):
+    """Tuning may schedule any kernel with any of the template's variants: each one, applied to every kernel of a
+    network, still matches onnxruntime, and where it applies the kernel report shows it."""
+    from neocompile.cpu import pipeline
+    from neocompile.runtime import run_library
+
+    monkeypatch.setattr(pipeline, "func_knobs", lambda func: knobs)
+    shape = (2, 16, 14, 14)
+    data = _onnx_bytes(_variant_net(), shape)
+    compiled = _compile(data, shape, "ml_c4", tmp_path)
+    _check_report(compiled.kernels, {"conv2d", "depthwise", "matmul"})
+    assert all(how.endswith("(tuned knobs)") for how in compiled.kernels.values() if how.startswith("template:"))
+    if knobs.rows is not None and 14 % knobs.rows == 0 and 4 % knobs.vectors == 0:  # divides the 1x1 conv's tile
+        assert any(f" {knobs.rows}x{knobs.vectors}x" in how for how in compiled.kernels.values()), compiled.kernels
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    got = run_library(compiled.path, [x])[0]
+    np.testing.assert_allclose(got, _reference(data, x), rtol=1e-4, atol=1e-4)
+
+
+def test_tuned_knobs_reach_the_pipeline_through_the_kernel_attribute():
+    """apply_records attaches the winning variant's knobs as a PrimFunc attribute; the pipeline reads them."""
+    import tvm
+    from tvm.script import tirx as T  # noqa: F401
+
+    from neocompile.cpu import pipeline
+    from neocompile.cpu.templates import Knobs
+
+    @tvm.script.ir_module
+    class M:  # noqa: D401 - a stand-in PrimFunc: only its attributes matter here
+        @T.prim_func
+        def main(a: T.Buffer((4,), "float32")):
+            T.func_attr({"neocompile.template_knobs": '{"rows": 7, "vectors": 1, "unknown": 3}'})
+            a[0] = T.float32(0)
+
+    assert pipeline.func_knobs(M["main"]) == Knobs(rows=7, vectors=1)
+    assert pipeline.func_knobs(M["main"].without_attr(pipeline.KNOBS)) is None

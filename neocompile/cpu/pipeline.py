@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable
 
 import tvm
@@ -11,7 +12,7 @@ from ..params import lift_params
 from .constfold import fold_constants_numpy, fold_weight_prepack
 from .fallback import schedule_fallback
 from .fast_math import fast_math
-from .templates import schedule_anchor
+from .templates import Knobs, schedule_anchor
 
 
 #: The attribute a scheduled PrimFunc carries (templates, dlight, fallback or a tuning record); TVM's own
@@ -91,9 +92,16 @@ def _schedule_one(func, target, info: CpuInfo, rules) -> tuple[str, Any]:
     return how, (sch.mod["main"] if sch is not None else None)
 
 
-def schedule_primfunc(func: tvm.tirx.PrimFunc, target: tvm.target.Target, info: CpuInfo, rules: list | None = None):
+def schedule_primfunc(func: tvm.tirx.PrimFunc, target: tvm.target.Target, info: CpuInfo, rules: list | None = None,
+                      knobs: Knobs | None = None):
     """(how, schedule) for one PrimFunc as the pipeline schedules it (template, else dlight, else fallback), or
-    ("unscheduled", None). The schedule's trace replays on the function: tuning starts from it."""
+    ("unscheduled", None). The schedule's trace replays on the function: tuning starts from it. With ``knobs``
+    only the template is tried, with those knobs (tuning's template variants)."""
+    if knobs is not None:
+        try:
+            return _template(func, target, info, rules, knobs)
+        except Exception:  # noqa: BLE001 - the variant does not apply to this kernel
+            return None, None
     if rules is None:
         from tvm.s_tir.dlight import cpu as dlight_cpu
 
@@ -109,10 +117,26 @@ def schedule_primfunc(func: tvm.tirx.PrimFunc, target: tvm.target.Target, info: 
     return "unscheduled", None
 
 
-def _template(func, target, info: CpuInfo, rules):
+#: The PrimFunc attribute naming the template knobs tuning chose for a kernel (JSON of :class:`Knobs`); the
+#: pipeline's template then schedules it with them.
+KNOBS = "neocompile.template_knobs"
+
+
+def func_knobs(func: tvm.tirx.PrimFunc) -> Knobs | None:
+    """The knobs tuning chose for ``func`` (its :data:`KNOBS` attribute), or None."""
+    if func.attrs is None or KNOBS not in func.attrs:
+        return None
+    fields = {f.name for f in dataclasses.fields(Knobs)}
+    return Knobs(**{k: v for k, v in json.loads(str(func.attrs[KNOBS])).items() if k in fields})
+
+
+def _template(func, target, info: CpuInfo, rules, knobs: Knobs | None = None):
+    chosen = func_knobs(func) if knobs is None else None
     sch = s_tir.Schedule(func)
-    tile = schedule_anchor(sch, info.vector_bits, info.vector_registers)
-    return (f"template: {tile.describe()}", sch) if tile is not None else (None, None)
+    tile = schedule_anchor(sch, info.vector_bits, info.vector_registers, knobs or chosen)
+    if tile is None:
+        return None, None
+    return f"template: {tile.describe()}" + (" (tuned knobs)" if chosen is not None else ""), sch
 
 
 def _dlight(func, target, info: CpuInfo, rules):

@@ -40,6 +40,34 @@ _UNROLL_TAPS = 5  # depthwise windows up to 5x5 are unrolled whole under the reg
 REDUCE = 2  # tirx.IterVar.CommReduce
 
 
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    """What tuning may choose instead of the template's own rules (None: the rule decides).
+
+    ``rows``/``vectors``: the register tile (rt, nv), taken only when it divides the iterators and fits the
+    registers; ``weights_outer``: whether the loop over vector blocks of packed weights is the outermost (each B
+    panel stays in cache while every row reuses it) or the output's own order (consecutive tiles share input)."""
+
+    rows: int | None = None
+    vectors: int | None = None
+    weights_outer: bool | None = None
+    spatial: bool | None = None  # a stride-1 conv's vector along the output row (conv2d-spatial), where it can
+
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+#: The template variants tuning times against the template's own choice (those that do not apply to a kernel, or
+#: schedule it the same way, are dropped): other register tiles, including the one-vector tall tiles that suit a
+#: 1x1 conv over many channels (ResNet-50's 256->128 at 56x56: 4.6 -> 3.5 ms at 1 thread), the other loop order,
+#: and a stride-1 conv's vector along the output row.
+VARIANTS = (
+    *(Knobs(rows=r, vectors=v) for r, v in ((14, 1), (12, 1), (8, 1), (7, 1), (6, 2), (5, 2), (4, 2), (3, 3), (2, 4))),
+    Knobs(weights_outer=True), Knobs(weights_outer=False), Knobs(spatial=True),
+)
+
+
 @dataclasses.dataclass
 class Tile:
     kind: str  # conv2d | conv2d-spatial | depthwise | matmul
@@ -52,8 +80,10 @@ class Tile:
         return f"{self.kind} {self.rows}x{self.vectors}x{self.lanes}" + (" packed" if self.packed else "")
 
 
-def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Tile | None:
-    """Schedule the function's multiply-accumulate anchor; None (schedule untouched) when there is none."""
+def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs: Knobs | None = None) -> Tile | None:
+    """Schedule the function's multiply-accumulate anchor; None (schedule untouched) when there is none.
+    ``knobs`` override the template's choices where they fit (tuning tries them)."""
+    knobs = knobs or Knobs()
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
     reductions = [b for b in blocks if any(int(iv.iter_type) == REDUCE for iv in sch.get(b).iter_vars)]
@@ -77,7 +107,8 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
             depth *= int(iv.dom.extent)
     # Short reductions (a 1x1 conv from few channels) spend their time writing the tile out: with the vector
     # along the output row those writes are whole vectors (e.g. 16->96 at 112x112: 2.9 -> 2.5 ms).
-    if swap is not None and depth <= 32 and extents[swap[0]] % lanes_full == 0:
+    spatial = depth <= 32 if knobs.spatial is None else knobs.spatial
+    if swap is not None and spatial and extents[swap[0]] % lanes_full == 0:
         vec, row = swap
         kind = "conv2d-spatial"
     e_vec = extents[vec]
@@ -87,6 +118,8 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
     per_plane = kind == "depthwise" and _window_only(sch, anchor, a_index)
     window = depth if per_plane else 0
     rt, nv, lanes = _tile_sizes(e_vec, e_row, lanes_full, registers - min(window, registers // 2))
+    if knobs.rows is not None and knobs.vectors is not None and _tile_fits(knobs.rows, knobs.vectors, e_vec, e_row, lanes, registers):
+        rt, nv = knobs.rows, knobs.vectors
     tile_n = nv * lanes
 
     # Epilogue: collapse the anchor's elementwise consumer chain into one final block.
@@ -120,7 +153,8 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int) -> Ti
     if row is not None:
         ro, ri = sch.split(loops[row], [None, rt])
     outer_spatial = [loops[i] for i in spatial if i not in (vec, row)]
-    if packed and kind != "conv2d-spatial":
+    weights_outer = packed and kind != "conv2d-spatial" if knobs.weights_outer is None else knobs.weights_outer
+    if weights_outer:
         # The B panel of one vector block ([K, T] packed) stays in cache while every row and batch reuses it.
         tile_outer = [vo] + outer_spatial + ([ro] if row is not None else [])
     else:  # the output's own order: consecutive tiles read neighbouring input
@@ -335,6 +369,15 @@ def _tile_sizes(e_vec: int, e_row: int, lanes_full: int, registers: int) -> tupl
             if score > best_score + 1e-9:
                 best, best_score = (rt, nv), score
     return best[0], best[1], lanes
+
+
+def _tile_fits(rt: int, nv: int, e_vec: int, e_row: int, lanes: int, registers: int) -> bool:
+    """A register tile (rt, nv) that divides both iterators and keeps its accumulators, B vectors and the
+    broadcast in ``registers``."""
+    groups = e_vec // lanes if e_vec % lanes == 0 else 0
+    if rt < 1 or nv < 1 or e_row % rt or (groups == 0 and nv > 1) or (groups and groups % nv):
+        return False
+    return rt * nv + nv + 1 <= registers
 
 
 def _lanes(extent: int, lanes_full: int) -> int:

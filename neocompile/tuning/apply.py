@@ -14,7 +14,7 @@ from typing import Any
 import tvm
 import tvm_ffi
 
-from ..cpu.pipeline import SCHEDULED, is_scheduled
+from ..cpu.pipeline import KNOBS, SCHEDULED, is_scheduled
 from .cache import Entry, TuningCache
 
 
@@ -40,7 +40,8 @@ class Applied:
     kernel: str
     workload_hash: str
     latency_us: float
-    source: str  # "tuned" here, "imported", ...; "template": tuning kept the template (not replaced)
+    source: str  # "tuned" here, "imported", ...; "template": tuning kept the template (not replaced); "template
+    # variant": the template with the knobs tuning chose
 
 
 def apply_records(mod: tvm.IRModule, target: Any, cache: TuningCache, applied: list[Applied] | None = None) -> tvm.IRModule:
@@ -59,8 +60,14 @@ def apply_records(mod: tvm.IRModule, target: Any, cache: TuningCache, applied: l
             continue
         entry = cache.get(digest, key)
         if entry is not None and entry.records and entry.records[0].get("source") == "template":
-            if applied is not None:  # tuning measured nothing faster than the template: the pipeline schedules it
-                applied.append(Applied(gv.name_hint, digest, float(entry.records[0]["latency_us"]), "template"))
+            # Tuning measured nothing faster than the template: the pipeline schedules it, with the knobs of the
+            # template variant that measured fastest, if one did.
+            best = entry.records[0]
+            knobs = best.get("knobs")
+            if knobs:
+                updates[gv] = func.with_attr(KNOBS, json.dumps(knobs, sort_keys=True))
+            if applied is not None:
+                applied.append(Applied(gv.name_hint, digest, float(best["latency_us"]), "template variant" if knobs else "template"))
             continue
         scheduled = best_schedule(entry, work) if entry is not None else None
         if scheduled is None:

@@ -98,31 +98,40 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, device: Any, trials: int,
             # A JSON database, because its files hold records as MetaSchedule itself serializes and reads them back
             # (TuningRecord.as_json in Python cannot serialize the IndexMap of a layout-rewrite step).
             database = ms.database.JSONDatabase(work_dir=work_dir)
-            baselines = _template_baselines(workloads, tune_target, device, builder, runner, progress)
-            watch.best = [baselines[n][0] if n in baselines else float("inf") for n in range(len(workloads))]
+            baselines, timed = _template_baselines(workloads, tune_target, device, builder, runner, progress, trials)
+            watch.best = [baselines[n].seconds if n in baselines else float("inf") for n in range(len(workloads))]
             try:
+                if trials - timed < 1:
+                    raise _NoTrialsLeft()
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(w) for *_, w in workloads], work_dir=work_dir,
-                    max_trials_global=trials, max_trials_per_task=per_task,
+                    max_trials_global=trials - timed, max_trials_per_task=per_task,
                     num_trials_per_iter=min(TRIALS_PER_ROUND, per_task), builder=builder, runner=runner,
                     database=database, cost_model=cost_model, task_scheduler="gradient",
                     # The watch comes last: the default callbacks have filed the round's records when it stops.
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), watch.callback()],
                 )
+            except _NoTrialsLeft:
+                pass
             except Exception:
                 if not watch.out_of_time:
                     raise
             # The templates' records go in last: the search does not replay them (MetaSchedule's evolutionary
             # search aborts on a trace with layout rewrites), the best-record pick below compares them.
-            for n, (_, record) in baselines.items():
-                database.commit_tuning_record(record(database.commit_workload(workloads[n][2])))
+            for n, base in baselines.items():
+                database.commit_tuning_record(base.record(database.commit_workload(workloads[n][2])))
         finally:
             builder.close()
             if runner is not None:
                 runner.pool.shutdown()  # its worker process; MetaSchedule leaves it to the garbage collector
-        entries = _entries(work_dir, workloads, watch.measured, key, cores, set(baselines))
-    return TuneResult(entries, sum(watch.measured), len(workloads), skipped,
+        entries = _entries(work_dir, workloads, watch.measured, key, cores,
+                           {n: base.knobs for n, base in baselines.items()})
+    return TuneResult(entries, sum(watch.measured) + timed, len(workloads), skipped,
                       "deadline" if watch.out_of_time else "budget", round(time.monotonic() - started, 1))
+
+
+class _NoTrialsLeft(Exception):
+    """The template variants used the whole trial budget: MetaSchedule's search does not run."""
 
 
 class OutOfTime(Exception):
@@ -214,49 +223,113 @@ def _call_counts(mod: tvm.IRModule) -> dict[str, int]:
     return counts
 
 
+@dataclasses.dataclass
+class Baseline:
+    """A kernel as the templates schedule it, at its best: the template's own choice or a faster variant."""
+
+    seconds: float  # mean of the runs
+    record: Callable[[Any], Any]  # workload -> its TuningRecord
+    how: str
+    knobs: dict[str, Any] | None  # the variant's knobs, None for the template's own choice
+    digest: int  # the scheduled module's structural hash: variants that schedule a kernel alike are timed once
+
+
 def _template_baselines(workloads: list[Any], target: tvm.target.Target, device: Any, builder: Any, runner: Any,
-                        progress: Progress) -> dict[int, tuple[float, Callable[[Any], Any]]]:
-    """Time every kernel as the templates schedule it, as MetaSchedule times its candidates.
+                        progress: Progress, budget: int) -> tuple[dict[int, Baseline], int]:
+    """Time every kernel as the templates schedule it, and its template variants (``cpu.templates.VARIANTS``), as
+    MetaSchedule times its candidates; the heaviest kernels (calls x time) get their variants first, within
+    ``budget`` candidates in all (the template's own choice is always timed).
 
-    Filed as its task's last record, the template is what the search must beat: the best record is then never
+    The fastest is filed as its task's last record and is what the search must beat: the best record is then never
     slower than the untuned package (a short search rarely beats a hand-written template, and its best candidate
-    would otherwise replace it), and a kernel where nothing beats it keeps the template (``apply`` leaves a
-    "template" record to the pipeline). Returns {task index: (mean seconds, workload -> its TuningRecord)}; a
+    would otherwise replace it). A kernel where nothing beats it keeps the template, scheduled by the pipeline with
+    the winning variant's knobs (``apply`` attaches them). Returns ({task index: Baseline}, candidates timed); a
     kernel whose template cannot be built or timed gets no baseline."""
-    from tvm.s_tir import meta_schedule as ms
-
-    from ..cpu.pipeline import CpuInfo, schedule_primfunc
+    from ..cpu.pipeline import CpuInfo
+    from ..cpu.templates import VARIANTS
 
     info = CpuInfo.from_target(device)
-    out: dict[int, float] = {}
-    for n, (name, _, work, _) in enumerate(workloads):
+    out: dict[int, Baseline] = {}
+    used = 0
+    for n, (name, _, work, _) in enumerate(workloads):  # the template's own choice first, for every kernel
+        timed = _time_schedules(work, target, info, builder, runner, [None])
+        used += len(timed)
+        if timed:
+            out[n] = timed[0]
+            progress(f"tuning task {n + 1}/{len(workloads)} {name}: template ({out[n].how}) "
+                     f"{out[n].seconds * 1e6:.2f} us, the time to beat")
+    order = sorted(out, key=lambda n: -out[n].seconds * workloads[n][3])
+    for n in order:
+        if used >= budget:
+            break
+        name, work = workloads[n][0], workloads[n][2]
+        timed = _time_schedules(work, target, info, builder, runner, list(VARIANTS)[: budget - used], skip=[out[n]])
+        used += len(timed)
+        best = min(timed, key=lambda b: b.seconds, default=None)
+        if best is not None and best.seconds < out[n].seconds:
+            progress(f"tuning task {n + 1}/{len(workloads)} {name}: template variant ({best.how}, knobs {best.knobs}) "
+                     f"{best.seconds * 1e6:.2f} us, best of {len(timed) + 1} template variants")
+            out[n] = best
+    return out, used
+
+
+def _time_schedules(work: tvm.IRModule, target: tvm.target.Target, info: Any, builder: Any, runner: Any,
+                    variants: list[Any], skip: list[Baseline] = ()) -> list[Baseline]:
+    """Build and time ``work`` scheduled by the template with each of ``variants`` (None: the pipeline's own choice)
+    in one batch; a variant that does not apply, or schedules the kernel the same way as one before it, is dropped."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from ..cpu.pipeline import schedule_primfunc
+
+    seen = {b.digest for b in skip}
+    candidates = []
+    for knobs in variants:
         try:
             with target:
-                how, sch = schedule_primfunc(work["main"], target, info)
-            if sch is None:
-                continue
-            (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
-            if built.error_msg:
-                continue
-            args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
-            (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
-            result = future.result()
-            if result.error_msg or not result.run_secs:
-                continue
-            secs = [float(x) for x in result.run_secs]
-            out[n] = (sum(secs) / len(secs), lambda wl, trace=sch.trace, run_secs=result.run_secs, info=args_info:
-                      ms.database.TuningRecord(trace, wl, run_secs, target, info))
-            progress(f"tuning task {n + 1}/{len(workloads)} {name}: template ({how}) {out[n][0] * 1e6:.2f} us, the time to beat")
-        except Exception:  # noqa: BLE001 - no baseline: the search alone decides this kernel
+                how, sch = schedule_primfunc(work["main"], target, info, knobs=knobs)
+        except Exception:  # noqa: BLE001 - no schedule: nothing to time
             continue
+        if sch is None:
+            continue
+        digest = tvm_ffi.structural_hash(sch.mod)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        candidates.append((knobs, how, sch, digest))
+    if not candidates:
+        return []
+    try:
+        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, _, sch, _ in candidates])
+    except Exception:  # noqa: BLE001
+        return []
+    out = []
+    for (knobs, how, sch, digest), result in zip(candidates, built):
+        if result.error_msg:
+            continue
+        try:
+            args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+            (future,) = runner.run([ms.runner.RunnerInput(result.artifact_path, "cpu", args_info)])
+            ran = future.result()
+        except Exception:  # noqa: BLE001 - not timed: not a candidate
+            continue
+        if ran.error_msg or not ran.run_secs:
+            continue
+        secs = [float(x) for x in ran.run_secs]
+
+        def record(wl, trace=sch.trace, run_secs=ran.run_secs, info=args_info):  # noqa: ANN001, ANN202
+            return ms.database.TuningRecord(trace, wl, run_secs, target, info)
+
+        out.append(Baseline(sum(secs) / len(secs), record, how, knobs.as_dict() if knobs is not None else None, digest))
     return out
 
 
 def _entries(work_dir: str, workloads: list[Any], measured: list[int], key: str, cores: int,
-             baselines: set[int] = frozenset()) -> list[Entry]:
+             baselines: dict[int, dict[str, Any] | None] | None = None) -> list[Entry]:
     """The best records per tuned workload, read from the JSON database's files: ``database_workload.json`` holds
     one workload a line, ``database_tuning_record.json`` one ``[workload index, record]`` a line. The first record
-    of a task in ``baselines`` is its template's (filed last, after the search): source "template"."""
+    of a task in ``baselines`` is its template's (filed last, after the search): source "template", with the knobs
+    of the template variant that won, if one did (``baselines``: {task index: knobs or None})."""
     import json
 
     import tvm_ffi
@@ -277,10 +350,12 @@ def _entries(work_dir: str, workloads: list[Any], measured: list[int], key: str,
     for pos, (i, record) in enumerate(lines):
         secs = [float(s) for s in (record[1] or [])]  # [trace, run_secs, target, args_info]
         if i in index and secs and all(s < 1e9 for s in secs):  # MetaSchedule files failed runs as 1e10 s
-            source = "template" if last[i] == pos and index[i] in baselines else "tuned"
-            rows.setdefault(index[i], []).append({
-                "record": record, "latency_us": round(sum(secs) / len(secs) * 1e6, 4), "source": source,
-                "date": now_iso(), "cores": cores})
+            source = "template" if last[i] == pos and index[i] in (baselines or {}) else "tuned"
+            row = {"record": record, "latency_us": round(sum(secs) / len(secs) * 1e6, 4), "source": source,
+                   "date": now_iso(), "cores": cores}
+            if source == "template" and baselines[index[i]]:
+                row["knobs"] = baselines[index[i]]
+            rows.setdefault(index[i], []).append(row)
     out = []
     for i, item in enumerate(stored):
         n = index.get(i)
