@@ -29,6 +29,7 @@ import os
 import platform
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -399,6 +400,12 @@ def main(argv: list[str] | None = None) -> None:
     cores = facts["usable_cores"]
     threads = [1] if cores == 1 else [1, cores]
     variants = variant_options(args.tune_trials)
+    # The tuned packages are tuned within the stated budget: their own record cache, emptied when they are compiled
+    # anew, so records of an earlier run (or of the user's cache) do not stand in for this run's tuning.
+    tuning_cache = models.WORK / "tuning-cache"
+    os.environ["NEOCOMPILE_TUNING_CACHE"] = str(tuning_cache)
+    if not args.reuse:
+        shutil.rmtree(tuning_cache, ignore_errors=True)
     for name, v in variants.items():
         if not v["available"]:
             log(f"variant {name}: {v['reason']}")
