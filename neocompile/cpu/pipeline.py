@@ -12,6 +12,7 @@ from ..params import lift_params
 from .constfold import fold_constants_numpy, fold_weight_prepack
 from .fallback import schedule_fallback
 from .fast_math import fast_math
+from .rewrites import strided_pointwise_conv
 from .templates import Knobs, schedule_anchor
 
 
@@ -166,6 +167,7 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
     # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
     mod = fast_math(mod)  # TVM's FastMathTransform, also for loops (calls between Relax functions)
+    mod = strided_pointwise_conv(mod)
     mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
     before: dict[str, Any] = {}
     for func in _hand_kernels(mod).values():
