@@ -67,6 +67,11 @@ CASES = {
     "conv3x3_channels_last": (lambda: Conv(40, 24, 3), (2, 40, 9, 7), {"conv2d"}),
     "conv1x1_few_channels_spatial": (lambda: Conv(6, 20, 1, residual=False), (2, 6, 3, 16), {"conv2d-spatial"}),
     "conv3x3_few_channels_spatial": (lambda: Conv(3, 10, 3), (1, 3, 5, 24), {"conv2d-spatial"}),
+    # a strided 1x1 conv (ResNet's shortcut) runs as a stride-1 conv of its subsampled input; odd sizes keep the
+    # last pixel (9 -> 5)
+    "conv1x1_stride2_odd": (lambda: Conv(40, 48, 1, stride=2, pad=0), (2, 40, 9, 11), {"conv2d"}),
+    # a 1x1 conv over >= 256 channels: the tall one-vector tile
+    "conv1x1_deep_tall_tile": (lambda: Conv(256, 24, 1), (1, 256, 3, 14), {"conv2d"}),
     "conv7x7_stride2": (lambda: Conv(3, 16, 7, stride=2), (1, 3, 29, 29), {"conv2d"}),
     "conv3x3_stride2_one_pixel": (lambda: Conv(32, 64, 3, stride=2), (3, 32, 2, 2), {"conv2d"}),
     "conv_one_pixel": (lambda: Conv(20, 36, 1, act=False), (2, 20, 1, 1), {"conv2d"}),
@@ -244,3 +249,14 @@ def test_tuned_knobs_reach_the_pipeline_through_the_kernel_attribute():
 
     assert pipeline.func_knobs(M["main"]) == Knobs(rows=7, vectors=1)
     assert pipeline.func_knobs(M["main"].without_attr(pipeline.KNOBS)) is None
+
+
+def test_strided_pointwise_conv_reads_a_subsampled_copy(tmp_path):
+    """The strided 1x1 conv is rewritten before legalization: a kernel of its own copies the pixels it reads (a
+    quarter of the input), and the conv runs the row-packed stride-1 template, not a conv that skips three pixels in
+    four of a full-size copy."""
+    module, shape, _ = CASES["conv1x1_stride2_odd"]
+    compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path)
+    assert any(name.startswith("strided_slice") for name in compiled.kernels), compiled.kernels
+    convs = [how for name, how in compiled.kernels.items() if "conv2d" in name]
+    assert len(convs) == 1 and convs[0].startswith("template: conv2d "), compiled.kernels
