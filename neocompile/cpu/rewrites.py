@@ -24,12 +24,14 @@ class _StridedPointwise(PyExprMutator):
         weight = call.args[1].ty
         kernel = _ints(weight.shape.values) if isinstance(weight, relax.TensorType) and weight.shape is not None else None
         data = call.args[0].ty
-        dims = _ints(data.shape.values) if isinstance(data, relax.TensorType) and data.shape is not None else None
+        # H and W must be known; the batch may be symbolic
+        dims = _ints(list(data.shape.values)[2:]) if isinstance(data, relax.TensorType) and data.shape is not None \
+            and len(data.shape.values) == 4 else None
         if (None in (strides, padding, dilation, kernel, dims) or str(attrs.data_layout) != "NCHW"
                 or str(attrs.kernel_layout) != "OIHW" or kernel[2:] != [1, 1] or max(strides) < 2 or any(padding)
                 or any(d != 1 for d in dilation)):
             return call
-        sliced = self.builder_.emit(relax.op.strided_slice(call.args[0], axes=[2, 3], begin=[0, 0], end=dims[2:4],
+        sliced = self.builder_.emit(relax.op.strided_slice(call.args[0], axes=[2, 3], begin=[0, 0], end=dims,
                                                            strides=strides))
         return relax.op.nn.conv2d(sliced, call.args[1], strides=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1],
                                   groups=int(attrs.groups), data_layout="NCHW", kernel_layout="OIHW",
