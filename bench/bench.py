@@ -319,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=float(env("BENCH_BUDGET_S", "0") or 0),
                    help="seconds of timed runs per runtime and measurement (env BENCH_BUDGET_S; default 10, --quick 1.5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
-    p.add_argument("--skip-memory", action="store_true", help="skip the VGG-19 / ResNet-50 compile-memory test")
+    p.add_argument("--skip-memory", action="store_true", help="skip the VGG-19 / ResNet-50 compile-memory test "
+                   "(a skipped part keeps the figures of the last run that measured it, marked in carried_over)")
     p.add_argument("--memory-only", action="store_true",
                    help="run only the VGG-19 / ResNet-50 compile-memory test and merge it into bench/results.json")
     p.add_argument("--skip-arm", action="store_true", help="skip the ARM (NEON, qemu) part")
@@ -420,6 +421,19 @@ def main(argv: list[str] | None = None) -> None:
                    "arm_model": None if args.skip_arm else args.arm_model, "arm_runs": args.arm_runs},
         "variants": variants,
     }
+    # A part skipped in this run keeps its results from the last run that measured it (bench/results.json), so a
+    # partial run does not erase them; "carried_over" says which, measured when.
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() and not args.quick else {}
+
+    def keep(part: str) -> Any:
+        value = previous.get(part)
+        if value is not None:
+            when = previous.get(f"{part}_measured_at") or previous.get("carried_over", {}).get(part) or previous.get("measured_at")
+            results.setdefault("carried_over", {})[part] = when
+            if f"{part}_measured_at" in previous:
+                results[f"{part}_measured_at"] = previous[f"{part}_measured_at"]
+        return value
+
     with tempfile.TemporaryDirectory(prefix="bench-requests-") as tmp_name:
         tmp = Path(tmp_name)
         compiles: dict[tuple, dict] = {}
@@ -451,12 +465,13 @@ def main(argv: list[str] | None = None) -> None:
         results["latency"] = latency
         results["summary"] = report.summary(latency, threads)
         results["profile"] = profile_slowest(latency, compiles, args, tmp)
-        results["memory"] = None if args.skip_memory else memory_test(args.memory_models, compiles, target, args.reuse, tmp)
-        results["arm"] = None if args.skip_arm else arm_part(args.arm_model, variants, args.reuse, args.arm_runs, tmp)
-        results["frameworks"] = frameworks_part(args.frameworks, target, args.reuse, args, tmp)
-    results["service"] = None if args.skip_service else service_part(args)
-    results["transform"] = None if args.skip_transform else transform_part(args)
-    results["runtime_overhead"] = None if args.skip_rt else rt_part(args)
+        results["memory"] = keep("memory") if args.skip_memory else memory_test(args.memory_models, compiles, target, args.reuse, tmp)
+        results["arm"] = keep("arm") if args.skip_arm else arm_part(args.arm_model, variants, args.reuse, args.arm_runs, tmp)
+        results["frameworks"] = frameworks_part(args.frameworks, target, args.reuse, args, tmp) if args.frameworks \
+            else keep("frameworks")
+    results["service"] = keep("service") if args.skip_service else service_part(args)
+    results["transform"] = keep("transform") if args.skip_transform else transform_part(args)
+    results["runtime_overhead"] = keep("runtime_overhead") if args.skip_rt else rt_part(args)
     results["goals"] = report.goals(results)
     results["bench_seconds"] = round(time.time() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -374,3 +374,20 @@ def _relax(model):
     from tvm.relax.frontend.onnx import from_onnx
 
     return from_onnx(model, {"data": [1, 64]}, keep_params_in_input=False)
+
+
+def test_template_variants_stop_at_the_tuning_deadline():
+    """Past the time for tuning, no template (or variant) is built or timed: the kernels keep the pipeline's
+    templates, and the trials used are none."""
+    import time
+
+    from neocompile.targets import get_target
+    from neocompile.tuning import tune as tune_mod
+
+    def never(*a, **k):
+        raise AssertionError("nothing may be built or timed after the deadline")
+
+    builder = type("B", (), {"build": never})()
+    out, used = tune_mod._template_baselines([("k", "0" * 16, None, 1)], None, get_target("ml_c4"), builder, None,
+                                             lambda line: None, budget=64, stop_at=time.monotonic() - 1)
+    assert out == {} and used == 0

@@ -155,11 +155,16 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
     vo, vt, vi = sch.split(loops[vec], [None, nv, lanes])
     if row is not None:
         ro, ri = sch.split(loops[row], [None, rt])
-    outer_spatial = [loops[i] for i in spatial if i not in (vec, row)]
     weights_outer = packed and kind != "conv2d-spatial" if knobs.weights_outer is None else knobs.weights_outer
     if weights_outer:
-        # The B panel of one vector block ([K, T] packed) stays in cache while every row and batch reuses it.
-        tile_outer = [vo] + outer_spatial + ([ro] if row is not None else [])
+        # The B panel of one vector block ([K, T] packed) stays in cache while every row reuses it; the batch goes
+        # first, so one image's input stays in cache while every vector block sweeps it (vector blocks outermost
+        # re-read a whole batch of activations from L3 once per block: MobileNetV2 at batch 8 ran 2.4x onnxruntime).
+        lead = block.writes[0].region[0].min
+        outer_idx = [i for i in spatial if i not in (vec, row)]
+        batch = [i for i in outer_idx if isinstance(lead, tirx.Var) and lead.same_as(ivars[i])]
+        tile_outer = [loops[i] for i in batch] + [vo] + [loops[i] for i in outer_idx if i not in batch] \
+            + ([ro] if row is not None else [])
     else:  # the output's own order: consecutive tiles read neighbouring input
         placed = {vec: vo, **({row: ro} if row is not None else {})}
         tile_outer = [placed.get(i, loops[i]) for i in spatial]

@@ -98,10 +98,12 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, device: Any, trials: int,
             # A JSON database, because its files hold records as MetaSchedule itself serializes and reads them back
             # (TuningRecord.as_json in Python cannot serialize the IndexMap of a layout-rewrite step).
             database = ms.database.JSONDatabase(work_dir=work_dir)
-            baselines, timed = _template_baselines(workloads, tune_target, device, builder, runner, progress, trials)
+            baselines, timed = _template_baselines(workloads, tune_target, device, builder, runner, progress, trials,
+                                                   stop_at)
+            watch.before = timed
             watch.best = [baselines[n].seconds if n in baselines else float("inf") for n in range(len(workloads))]
             try:
-                if trials - timed < 1:
+                if trials - timed < 1 or (stop_at is not None and time.monotonic() >= stop_at):
                     raise _NoTrialsLeft()
                 ms.tune_tasks(
                     tasks=contexts, task_weights=[float(w) for *_, w in workloads], work_dir=work_dir,
@@ -131,7 +133,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, device: Any, trials: int,
 
 
 class _NoTrialsLeft(Exception):
-    """The template variants used the whole trial budget: MetaSchedule's search does not run."""
+    """The templates and their variants used the whole trial budget, or the time for tuning: MetaSchedule's search
+    does not run."""
 
 
 class OutOfTime(Exception):
@@ -145,6 +148,7 @@ class _Watch:
         self.names, self.trials, self.stop_at, self.progress = names, trials, stop_at, progress
         self.measured = [0] * len(names)
         self.best = [float("inf")] * len(names)
+        self.before = 0  # candidates timed before the search (the templates and their variants), of ``trials``
         self.out_of_time = False
         self.last = time.monotonic()
         self.slowest_round = 0.0
@@ -173,7 +177,7 @@ class _Watch:
                 self.best[task_id] = min(self.best[task_id], sum(secs) / len(secs))
         best = f"{self.best[task_id] * 1e6:.2f} us" if self.best[task_id] < float("inf") else "none valid yet"
         self.progress(f"tuning task {task_id + 1}/{len(self.names)} {self.names[task_id]}: "
-                      f"{self.measured[task_id]} trials, best {best}; {sum(self.measured)}/{self.trials} trials in all")
+                      f"{self.measured[task_id]} trials, best {best}; {self.before + sum(self.measured)}/{self.trials} trials in all")
         if self.stop_at is not None and now + self.slowest_round > self.stop_at and not self.out_of_time:
             self.out_of_time = True
             self.progress("tuning stopped: the next round would not end within MaxRuntimeInSeconds' share for tuning; "
@@ -235,10 +239,11 @@ class Baseline:
 
 
 def _template_baselines(workloads: list[Any], target: tvm.target.Target, device: Any, builder: Any, runner: Any,
-                        progress: Progress, budget: int) -> tuple[dict[int, Baseline], int]:
+                        progress: Progress, budget: int, stop_at: float | None = None) -> tuple[dict[int, Baseline], int]:
     """Time every kernel as the templates schedule it, and its template variants (``cpu.templates.VARIANTS``), as
     MetaSchedule times its candidates; the heaviest kernels (calls x time) get their variants first, within
-    ``budget`` candidates in all (the template's own choice is always timed).
+    ``budget`` candidates in all, the templates' own schedules included (those are always timed), and stopping when
+    the next kernel's variants would end after ``stop_at`` (monotonic clock).
 
     The fastest is filed as its task's last record and is what the search must beat: the best record is then never
     slower than the untuned package (a short search rarely beats a hand-written template, and its best candidate
@@ -252,6 +257,8 @@ def _template_baselines(workloads: list[Any], target: tvm.target.Target, device:
     out: dict[int, Baseline] = {}
     used = 0
     for n, (name, _, work, _) in enumerate(workloads):  # the template's own choice first, for every kernel
+        if stop_at is not None and time.monotonic() > stop_at:
+            break  # the kernels left get no records: the pipeline schedules them
         timed = _time_schedules(work, target, info, builder, runner, [None])
         used += len(timed)
         if timed:
@@ -259,12 +266,15 @@ def _template_baselines(workloads: list[Any], target: tvm.target.Target, device:
             progress(f"tuning task {n + 1}/{len(workloads)} {name}: template ({out[n].how}) "
                      f"{out[n].seconds * 1e6:.2f} us, the time to beat")
     order = sorted(out, key=lambda n: -out[n].seconds * workloads[n][3])
+    slowest = 0.0
     for n in order:
-        if used >= budget:
+        started = time.monotonic()
+        if used >= budget or (stop_at is not None and started + slowest > stop_at):
             break
         name, work = workloads[n][0], workloads[n][2]
         timed = _time_schedules(work, target, info, builder, runner, list(VARIANTS)[: budget - used], skip=[out[n]])
         used += len(timed)
+        slowest = max(slowest, time.monotonic() - started)
         best = min(timed, key=lambda b: b.seconds, default=None)
         if best is not None and best.seconds < out[n].seconds:
             progress(f"tuning task {n + 1}/{len(workloads)} {name}: template variant ({best.how}, knobs {best.knobs}) "
