@@ -53,7 +53,6 @@ class Knobs:
     weights_outer: bool | None = None
     spatial: bool | None = None  # a stride-1 conv's vector along the output row (conv2d-spatial), where it can
 
-
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
