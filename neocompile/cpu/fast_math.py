@@ -10,6 +10,8 @@ import tvm
 from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .rewrites import rewrite_functions
+
 _FAST = {
     "relax.nn.softmax": lambda bb, call: bb.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis),
     "relax.exp": lambda bb, call: bb.call_te(topi.fast_exp, call.args[0]),
@@ -28,8 +30,4 @@ class _FastMath(PyExprMutator):
 
 def fast_math(mod: tvm.IRModule) -> tvm.IRModule:
     """``relax.transform.FastMathTransform()(mod)``, without its failure on calls between Relax functions."""
-    rewriter = _FastMath(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    return rewrite_functions(_FastMath, mod)

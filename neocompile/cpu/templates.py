@@ -362,15 +362,10 @@ def _tile_sizes(e_vec: int, e_row: int, lanes_full: int, registers: int) -> tupl
     exactly too: a tail's predicate inside the reduction loop made a 3x3 conv 10x slower. The tile maximises
     multiply-adds per load, ``rt*nv / (rt + nv)``, with accumulators, B vectors and the broadcast in registers."""
     lanes = _lanes(e_vec, lanes_full)
-    groups = e_vec // lanes if e_vec % lanes == 0 else 0
     best, best_score = (1, 1), -1.0
     for nv in range(1, 5):
-        if (groups == 0 and nv > 1) or (groups and groups % nv):
-            continue
         for rt in range(1, min(e_row, 16) + 1):
-            if rt * nv + nv + 1 > registers:  # accumulators, the B vectors and the broadcast A
-                break
-            if e_row % rt:
+            if not _tile_fits(rt, nv, e_vec, e_row, lanes, registers):
                 continue
             score = rt * nv / (rt + nv)
             if score > best_score + 1e-9:
