@@ -60,7 +60,7 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
         report = KernelReport()
         session = TuningSession(target, options, note, deadline)
         session.tune(mod, tvm_target)
-        steps = weight_steps(CpuInfo.from_target(target), report, apply_records=session.apply)
+        steps = weight_steps(CpuInfo.from_target(target), report, apply_records=session.apply, layout=session.layout)
         pipeline = lower_passes(tvm_target)
     elif options.get("tuning") and note is not None:
         note("not tuned: tuning applies to CPU kernels (no accelerator, cpu-kernels true)")

@@ -23,6 +23,8 @@ KNOWN = {
                     "(default: the tensors no operation consumes).",
     "verify": "true/false: run the compiled model next to the source framework when possible (default true).",
     "cpu-kernels": "true/false: schedule CPU kernels with neocompile's templates (default true); false leaves TVM's default lowering.",
+    "cpu-layout": "NHWC or NCHW: the activation layout CPU kernels run 2-D convs in (default NHWC, channels-last, whatever "
+                  "the model's own layout; inputs and outputs keep the model's layout).",
     "verify-rtol": "Relative tolerance of the verification (default 1e-3; float16/bfloat16/quantized models: 16 units of their arithmetic).",
     "verify-atol": "Absolute tolerance of the verification (default 1e-4; float16/bfloat16/quantized models: 1 unit of their arithmetic).",
     "tuning": "{\"trials\": N[, \"max-trials-per-task\": M][, \"rpc\": {\"server\": \"host:port\"}]}: tune the CPU "
@@ -40,6 +42,8 @@ DTYPES = {"float32": "float32", "float": "float32", "int64": "int64", "long": "i
           "half": "float16", "float64": "float64", "double": "float64", "int32": "int32", "int": "int32",
           "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool"}
 MAX_LENGTH = 1024
+#: CompilerOptions cpu-layout values.
+LAYOUTS = ("NHWC", "NCHW")
 
 
 def parse(text: Any) -> dict[str, Any]:
@@ -93,6 +97,10 @@ def _check(canon: str, key: str, val: Any) -> Any:
         return val
     if canon == "tuning":
         return _check_tuning(key, val)
+    if canon == "cpu-layout":
+        if not isinstance(val, str) or val.strip().upper() not in LAYOUTS:
+            raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; expected one of {', '.join(LAYOUTS)}")
+        return val.strip().upper()
     if canon in ("verify-rtol", "verify-atol"):
         if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
             raise ValidationError(f"OutputConfig.CompilerOptions.{key}: {val!r} is not valid; expected a non-negative number")

@@ -22,7 +22,12 @@ class Conv(torch.nn.Module):
 
     def forward(self, x):
         y = self.bn(self.conv(x))
-        y = torch.relu(y) if self.act else y
+        if self.act == "relu6":
+            y = torch.nn.functional.relu6(y)
+        elif self.act == "leaky":
+            y = torch.nn.functional.leaky_relu(y, 0.1)
+        elif self.act:
+            y = torch.relu(y)
         return y + x if self.residual else y
 
 
@@ -53,32 +58,47 @@ class Attention(torch.nn.Module):
         return self.norm((p @ v).transpose(1, 2).reshape(b, s, d) + x)
 
 
+class _Chain(torch.nn.Sequential):
+    pass
+
+
 class Pool(torch.nn.Module):
     def forward(self, x):
         return torch.nn.functional.max_pool2d(x, 3, 2, 1) + torch.nn.functional.avg_pool2d(x, 3, 2, 1)
 
 
-# name: (module, input shape, template kinds that must appear in the kernel report)
+# name: (module, input shape, template kinds that must appear in the kernel report[, the convs' layout]). The
+# kernels run convs channels-last by default (CompilerOptions cpu-layout NHWC); the NCHW cases are the variants
+# that only a conv left in the model's own layout takes (cpu-layout NCHW, or a graph the conversion skipped).
 CASES = {
     "conv3x3_odd_channels": (lambda: Conv(5, 13, 3), (1, 5, 9, 11), {"conv2d"}),
     "conv3x3_residual": (lambda: Conv(24, 24, 3, residual=True), (2, 24, 10, 7), {"conv2d"}),
     "conv1x1": (lambda: Conv(40, 48, 1), (1, 40, 7, 7), {"conv2d"}),
+    # small weights, a large output: channels-last, the tiles run in the output's own order
+    "conv1x1_expand_small_weights": (lambda: Conv(6, 40, 1), (1, 6, 12, 20), {"conv2d"}),
+    "conv1x1_nchw": (lambda: Conv(40, 48, 1), (1, 40, 7, 7), {"conv2d"}, "NCHW"),
     # >= 32 input channels: the padded input copy is stored channels-last
-    "conv3x3_channels_last": (lambda: Conv(40, 24, 3), (2, 40, 9, 7), {"conv2d"}),
-    "conv1x1_few_channels_spatial": (lambda: Conv(6, 20, 1, residual=False), (2, 6, 3, 16), {"conv2d-spatial"}),
-    "conv3x3_few_channels_spatial": (lambda: Conv(3, 10, 3), (1, 3, 5, 24), {"conv2d-spatial"}),
+    "conv3x3_channels_last_nchw": (lambda: Conv(40, 24, 3), (2, 40, 9, 7), {"conv2d"}, "NCHW"),
+    "conv1x1_few_channels_spatial_nchw": (lambda: Conv(6, 20, 1, residual=False), (2, 6, 3, 16), {"conv2d-spatial"}, "NCHW"),
+    "conv3x3_few_channels_spatial_nchw": (lambda: Conv(3, 10, 3), (1, 3, 5, 24), {"conv2d-spatial"}, "NCHW"),
     # a strided 1x1 conv (ResNet's shortcut) runs as a stride-1 conv of its subsampled input; odd sizes keep the
     # last pixel (9 -> 5)
+    "conv1x1_stride2_odd_nchw": (lambda: Conv(40, 48, 1, stride=2, pad=0), (2, 40, 9, 11), {"conv2d"}, "NCHW"),
     "conv1x1_stride2_odd": (lambda: Conv(40, 48, 1, stride=2, pad=0), (2, 40, 9, 11), {"conv2d"}),
-    # a 1x1 conv over >= 256 channels: the tall one-vector tile
-    "conv1x1_deep_tall_tile": (lambda: Conv(256, 24, 1), (1, 256, 3, 14), {"conv2d"}),
+    # a 1x1 conv over >= 256 channels: the tall one-vector tile (its rows consecutive floats of one channel)
+    "conv1x1_deep_tall_tile_nchw": (lambda: Conv(256, 24, 1), (1, 256, 3, 14), {"conv2d"}, "NCHW"),
+    "conv1x1_deep": (lambda: Conv(256, 24, 1), (1, 256, 3, 14), {"conv2d"}),
     "conv7x7_stride2": (lambda: Conv(3, 16, 7, stride=2), (1, 3, 29, 29), {"conv2d"}),
     "conv3x3_stride2_one_pixel": (lambda: Conv(32, 64, 3, stride=2), (3, 32, 2, 2), {"conv2d"}),
     "conv_one_pixel": (lambda: Conv(20, 36, 1, act=False), (2, 20, 1, 1), {"conv2d"}),
     "grouped_conv": (lambda: Conv(24, 36, 3, groups=4), (1, 24, 9, 9), {"depthwise"}),
+    "grouped_conv_nchw": (lambda: Conv(24, 36, 3, groups=4), (1, 24, 9, 9), {"depthwise"}, "NCHW"),
     "depthwise": (lambda: Conv(32, 32, 3, groups=32), (2, 32, 15, 13), {"depthwise"}),
+    "depthwise_nchw": (lambda: Conv(32, 32, 3, groups=32), (2, 32, 15, 13), {"depthwise"}, "NCHW"),
     "depthwise_stride2": (lambda: Conv(24, 24, 3, stride=2, groups=24), (1, 24, 14, 14), {"depthwise"}),
+    "depthwise_stride2_nchw": (lambda: Conv(24, 24, 3, stride=2, groups=24), (1, 24, 14, 14), {"depthwise"}, "NCHW"),
     # odd padded width: the de-interleaved copy keeps a padded phase and iterates the input order
+    "depthwise_stride2_odd_nchw": (lambda: Conv(16, 16, 3, stride=2, groups=16), (2, 16, 15, 17), {"depthwise"}, "NCHW"),
     "depthwise_stride2_odd": (lambda: Conv(16, 16, 3, stride=2, groups=16), (2, 16, 15, 17), {"depthwise"}),
     "depthwise_5x5": (lambda: Conv(8, 8, 5, groups=8), (1, 8, 11, 9), {"depthwise"}),
     "depthwise_one_pixel": (lambda: Conv(16, 16, 3, groups=16), (2, 16, 1, 1), {"depthwise"}),
@@ -89,6 +109,9 @@ CASES = {
     "ffn_3d": (lambda: Linear(48, 200), (2, 17, 48), {"matmul"}),
     "attention": (lambda: Attention(48, 4), (2, 19, 48), {"matmul"}),
     "pooling": (Pool, (1, 16, 15, 15), set()),
+    # Clip (ReLU6) and LeakyRelu have no layout rule in TVM: rewritten as maximum/minimum, they stay channels-last
+    "relu6_leaky_channels_last": (lambda: _Chain(Conv(8, 16, 3, act="relu6"), Conv(16, 16, 3, groups=16, act="leaky"),
+                                                 Conv(16, 8, 1, act="relu6")), (1, 8, 11, 9), {"conv2d", "depthwise"}),
 }
 
 
@@ -105,7 +128,7 @@ def _onnx_bytes(module, shape) -> bytes:
     return buf.getvalue()
 
 
-def _compile(onnx_bytes: bytes, shape, target_name: str, tmp_path, kernels: bool = True):
+def _compile(onnx_bytes: bytes, shape, target_name: str, tmp_path, kernels: bool = True, layout: str = "NHWC"):
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -114,7 +137,7 @@ def _compile(onnx_bytes: bytes, shape, target_name: str, tmp_path, kernels: bool
 
     mod = from_onnx(onnx.load_from_string(onnx_bytes), {"data": list(shape)}, keep_params_in_input=False)
     out = tmp_path / f"{target_name}.so"
-    return compile_library(mod, get_target(target_name), {"cpu-kernels": kernels}, out)
+    return compile_library(mod, get_target(target_name), {"cpu-kernels": kernels, "cpu-layout": layout}, out)
 
 
 def _reference(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
@@ -135,10 +158,10 @@ def _check_report(kernels: dict[str, str], expected: set[str]) -> None:
 def test_template_native(case, tmp_path):
     from neocompile.runtime import run_library
 
-    module, shape, expected = CASES[case]
+    module, shape, expected, *layout = CASES[case]
     data = _onnx_bytes(module, shape)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    compiled = _compile(data, shape, "ml_c4", tmp_path)
+    compiled = _compile(data, shape, "ml_c4", tmp_path, layout=layout[0] if layout else "NHWC")
     _check_report(compiled.kernels, expected)
     got = run_library(compiled.path, [x])[0]
     np.testing.assert_allclose(got, _reference(data, x), rtol=1e-4, atol=1e-4)
@@ -182,7 +205,7 @@ def test_templates_under_qemu(target_name, tmp_path):
 
 def test_kernels_off_is_tvm_default(tmp_path):
     """CompilerOptions cpu-kernels=false leaves TVM's own lowering (the bench's baseline) and reports nothing."""
-    module, shape, _ = CASES["conv1x1"]
+    module, shape, *_ = CASES["conv1x1"]
     compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path, kernels=False)
     assert compiled.kernels == {}
 
@@ -254,9 +277,55 @@ def test_tuned_knobs_reach_the_pipeline_through_the_kernel_attribute():
 def test_strided_pointwise_conv_reads_a_subsampled_copy(tmp_path):
     """The strided 1x1 conv is rewritten before legalization: a kernel of its own copies the pixels it reads (a
     quarter of the input), and the conv runs the row-packed stride-1 template, not a conv that skips three pixels in
-    four of a full-size copy."""
-    module, shape, _ = CASES["conv1x1_stride2_odd"]
-    compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path)
+    four of a full-size copy (the model's own NCHW layout: channels-last, a pixel's channels are contiguous anyway)."""
+    module, shape, *_ = CASES["conv1x1_stride2_odd_nchw"]
+    compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path, layout="NCHW")
     assert any(name.startswith("strided_slice") for name in compiled.kernels), compiled.kernels
     convs = [how for name, how in compiled.kernels.items() if "conv2d" in name]
     assert len(convs) == 1 and convs[0].startswith("template: conv2d "), compiled.kernels
+
+
+def test_channels_last_graph_keeps_one_transpose_each_way():
+    """The whole graph runs channels-last: one transpose of the input, one before the flatten, none around the
+    elementwise ops between the convs (ONNX Clip arrives as TOPI kernels, LeakyRelu as an op without a layout
+    rule), and the weights' transposes are folded."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from neocompile.cpu.constfold import fold_constants_numpy
+    from neocompile.cpu.layout import channels_last
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _Chain(Conv(3, 16, 3, stride=2, act="relu6"), Conv(16, 16, 3, groups=16, act="leaky"),
+                               Conv(16, 16, 1, act="relu6", residual=True))
+            self.fc = Linear(16, 10, act=None)
+
+        def forward(self, x):
+            y = torch.nn.functional.max_pool2d(self.body(x), 2)
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+
+    shape = (1, 3, 16, 16)
+    mod = from_onnx(onnx.load_from_string(_onnx_bytes(Net, shape)), {"data": list(shape)}, keep_params_in_input=False)
+    converted = channels_last(fold_constants_numpy(mod))
+    ops: list[str] = []
+    relax.analysis.post_order_visit(converted["main"], lambda e: ops.append(e.op.name) if isinstance(e, relax.Call)
+                                    and isinstance(e.op, tvm.ir.Op) else None)
+    convs = [e for e in ops if e == "relax.nn.conv2d"]
+    assert len(convs) == 3, ops
+    assert ops.count("relax.permute_dims") == 2, ops
+    assert "relax.call_tir" not in ops and "relax.nn.leakyrelu" not in ops, ops
+    text = converted["main"].script()
+    assert text.count('data_layout="NHWC"') == 3, text
+
+
+def test_cpu_layout_option():
+    from neocompile.errors import ValidationError
+    from neocompile.options import parse
+
+    assert parse('{"cpu_layout": "nchw"}') == {"cpu-layout": "NCHW"}
+    with pytest.raises(ValidationError, match=r"CompilerOptions.cpu-layout: 'NC' is not valid; expected one of NHWC, NCHW"):
+        parse('{"cpu-layout": "NC"}')

@@ -12,6 +12,7 @@ from ..params import lift_params
 from .constfold import fold_constants_numpy, fold_weight_prepack
 from .fallback import schedule_fallback
 from .fast_math import fast_math
+from .layout import channels_last
 from .rewrites import strided_pointwise_conv
 from .templates import Knobs, schedule_anchor
 
@@ -155,10 +156,12 @@ def _fallback(func, target, info: CpuInfo, rules):
     return ("fallback", sch) if schedule_fallback(sch, info.lanes()) else (None, None)
 
 
-def prepare(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """The module right before scheduling: legalized, fused, constant weights marked layout-free. Tuning
-    (neocompile.tuning) takes its kernels from here, so that its records match what this pipeline schedules."""
-    return _legalize(fold_constants_numpy(mod), target)
+def prepare(mod: tvm.IRModule, target: tvm.target.Target, layout: str = "NHWC") -> tvm.IRModule:
+    """The module right before scheduling: convs channels-last, legalized, fused, constant weights marked
+    layout-free. Tuning (neocompile.tuning) takes its kernels from here, so that its records match what this
+    pipeline schedules."""
+    mod = fold_constants_numpy(mod)
+    return _legalize(channels_last(mod) if layout == "NHWC" else mod, target)
 
 
 def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -195,14 +198,15 @@ def _hand_kernels(mod: tvm.IRModule) -> dict[Any, Any]:
 
 
 def weight_steps(info: CpuInfo, report: KernelReport,
-                 apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None) -> list[Callable[[tvm.IRModule], tvm.IRModule]]:
+                 apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None,
+                 layout: str = "NHWC") -> list[Callable[[tvm.IRModule], tvm.IRModule]]:
     """The CPU pipeline up to its packed weights lifted into parameters, one step (module -> module) at a time, to be
     run under the target: ``for step in steps: mod = step(mod)``. A caller that owns the module lets each step's
     input go when the next begins, so a weight is held at most twice (before and after its folding or packing)
     rather than once per step; ``tvm.compile`` would hold its input to the end. ``lower_passes`` does the rest.
 
     ``apply_records`` (tuning) may replace PrimFuncs by tuned ones, marked ``tir.is_scheduled``, before the
-    templates run on the rest."""
+    templates run on the rest. ``layout`` "NHWC" first runs the convs channels-last (:mod:`.layout`)."""
 
     def legalize(mod: tvm.IRModule) -> tvm.IRModule:  # prepare(), after its numpy folding
         return _legalize(mod, tvm.target.Target.current())
@@ -217,7 +221,7 @@ def weight_steps(info: CpuInfo, report: KernelReport,
         return lift_params(mod)  # packed weights become parameters, written to compiled.params (neocompile.params)
 
     # Constant weights read through a layout-rewrite block are packed here, once, at compile time.
-    return [fold_constants_numpy, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), fold_weight_prepack,
+    return [fold_constants_numpy, *([channels_last] if layout == "NHWC" else []), legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), fold_weight_prepack,
             relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(), lift]
 
 
@@ -228,13 +232,14 @@ def lower_passes(target: tvm.target.Target) -> tvm.transform.Pass:
     return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
 
 
-def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None):
+def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None,
+                   layout: str = "NHWC"):
     """The Relax pipeline for ``tvm.compile``: the CPU backend's own passes with scheduling in between
     (:func:`weight_steps`, then :func:`lower_passes`, as one pass)."""
 
     @tvm.transform.module_pass(opt_level=0, name="neocompile.cpu")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        for step in weight_steps(info, report, apply_records):
+        for step in weight_steps(info, report, apply_records, layout):
             mod = step(mod)
         return lower_passes(tvm.target.Target.current())(mod)
 

@@ -49,6 +49,7 @@ class TuningSession:
     def __init__(self, target: Any, options: dict[str, Any], note: Note | None = None, deadline: float | None = None):
         self.target = target  # the registry Target
         self.request = options.get("tuning")
+        self.layout = options.get("cpu-layout", "NHWC")  # the kernels' conv layout: tuned workloads follow it
         self.note = note or (lambda text: None)
         self.deadline = deadline
         self.cache = TuningCache() if self.request is not False else None
@@ -81,7 +82,7 @@ class TuningSession:
         from .apply import target_key
 
         with tvm_target:
-            prepared = prepare(mod, tvm_target)
+            prepared = prepare(mod, tvm_target, self.layout)
         known = _WithPending(self.cache, [], self.note).hashes(target_key(tvm_target))
         trials = int(self.request["trials"])
         where = (f" on the device, RPC server {rpc['server']}" if rpc and "server" in rpc
