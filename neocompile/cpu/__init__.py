@@ -5,6 +5,9 @@ TVM 0.27's default CPU pipeline schedules nothing (conv and matmul come out as s
 package gives every fused PrimFunc a schedule chosen by target data (``targets/*.json`` ``cpu.vector_bits``
 and ``cpu.vector_registers``), in this order:
 
+- ``layout`` first runs the graph's convs channels-last (NHWC), so kernels read and write consecutive channels,
+  and ``rewrites`` reshapes operators the templates handle badly (a strided 1x1 conv left in NCHW);
+
 - ``templates``: register-tiled, vectorized, parallel kernels for multiply-accumulate anchors (conv2d of any
   kernel size, stride and group count, depthwise conv, dense / matmul / batch matmul) with the elementwise
   epilogue fused into the tile and constant weights packed at compile time into the layout the kernel reads;
