@@ -16,6 +16,7 @@ class CompiledLibrary:
     device_code: str  # what the accelerator part holds: "none", "cuda-source", ...
     needs: list[str]  # what the package still needs on the device, in plain words
     kernels: dict[str, str] = dataclasses.field(default_factory=dict)  # PrimFunc -> how it was scheduled
+    conv_layout: str | None = None  # the layout CPU kernels ran convs in (None: no conv, or no CPU kernels)
     tuning: Any = None  # the job's tuning.session.TuningSession (CPU kernels), None otherwise
     params: Path | None = None  # the weights file beside the library (params.params_path), None: weights embedded
     weights: dict[str, Any] = dataclasses.field(default_factory=dict)  # compiled.meta Model.Weights
@@ -94,7 +95,8 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     device_code, needs = _device_code(target, out_path)
     kernels = dict(sorted(report.kernels.items())) if report is not None else {}
     return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs, kernels=kernels,
-                           tuning=session, params=params_file, weights=weights.manifest(params_file))
+                           tuning=session, params=params_file, weights=weights.manifest(params_file),
+                           conv_layout=report.conv_layout if report is not None else None)
 
 
 def check_cpu(target: Target, options: dict[str, Any]) -> None:

@@ -369,6 +369,9 @@ def _meta(p: Plan, loaded, compiled, report: dict[str, Any], bundled: list[str],
             "DeviceCode": compiled.device_code,
             # How each kernel (fused PrimFunc) was scheduled: "template: ...", "dlight: ...", "fallback", "tuned".
             "Kernels": compiled.kernels,
+            # The activation layout the CPU kernels ran 2-D convs in ("NHWC" unless cpu-layout NCHW or the
+            # conversion failed, with why); null when there is no conv. Inputs and outputs keep the model's layout.
+            "ConvLayout": compiled.conv_layout,
             # Whether MetaSchedule ran (trials, kernels), the cache kind, and the kernels scheduled from records.
             "Tuning": compiled.tuning_summary(p.options),
             "Framework": loaded.framework,

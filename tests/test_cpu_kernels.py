@@ -163,6 +163,8 @@ def test_template_native(case, tmp_path):
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     compiled = _compile(data, shape, "ml_c4", tmp_path, layout=layout[0] if layout else "NHWC")
     _check_report(compiled.kernels, expected)
+    has_conv = case.startswith(("conv", "grouped", "depthwise", "relu6"))
+    assert compiled.conv_layout == ((layout[0] if layout else "NHWC") if has_conv else None), compiled.conv_layout
     got = run_library(compiled.path, [x])[0]
     np.testing.assert_allclose(got, _reference(data, x), rtol=1e-4, atol=1e-4)
 
@@ -329,3 +331,25 @@ def test_cpu_layout_option():
     assert parse('{"cpu_layout": "nchw"}') == {"cpu-layout": "NCHW"}
     with pytest.raises(ValidationError, match=r"CompilerOptions.cpu-layout: 'NC' is not valid; expected one of NHWC, NCHW"):
         parse('{"cpu-layout": "NC"}')
+
+
+def test_failed_layout_conversion_keeps_the_models_layout(tmp_path, monkeypatch):
+    """A graph ConvertLayout cannot take is compiled in its own layout, still correct, and the kernel report says
+    why."""
+    from tvm import relax
+
+    from neocompile.runtime import run_library
+
+    def refuse(layouts):
+        def run(mod):
+            raise RuntimeError("ConvertLayout: no rule for this graph")
+        return run
+
+    monkeypatch.setattr(relax.transform, "ConvertLayout", refuse)
+    module, shape, *_ = CASES["conv3x3_residual"]
+    data = _onnx_bytes(module, shape)
+    compiled = _compile(data, shape, "ml_c4", tmp_path)
+    assert compiled.conv_layout == "NCHW (the channels-last conversion failed: ConvertLayout: no rule for this graph)"
+    _check_report(compiled.kernels, {"conv2d"})
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(run_library(compiled.path, [x])[0], _reference(data, x), rtol=1e-4, atol=1e-4)

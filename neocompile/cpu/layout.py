@@ -15,6 +15,7 @@ equivalent ``maximum``/``minimum``/``multiply``/``add`` with scalar constants, w
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import tvm
 from tvm import relax
@@ -147,7 +148,7 @@ def _value(prim) -> float:
     return float(prim.value)
 
 
-def _has_conv(mod: tvm.IRModule) -> bool:
+def has_conv(mod: tvm.IRModule) -> bool:
     found = []
 
     def visit(expr):
@@ -162,16 +163,23 @@ def _has_conv(mod: tvm.IRModule) -> bool:
     return False
 
 
-def channels_last(mod: tvm.IRModule) -> tvm.IRModule:
+def channels_last(mod: tvm.IRModule, note: Callable[[str], None] | None = None) -> tvm.IRModule:
     """Run after ``fold_constants_numpy`` (a Clip's bounds are then constants).
     ``mod`` with its 2-D convs (and what follows their layout) in NHWC; ``mod`` unchanged when it has no conv or
-    when the conversion fails (then each conv's kernel makes its own channels-last copy, as before)."""
-    if not _has_conv(mod):
+    when the conversion fails (then each conv's kernel makes its own channels-last copy, as before). ``note`` gets
+    the layout the convs run in: "NHWC", or "NCHW (...)" saying why the conversion failed."""
+    if not has_conv(mod):
         return mod
     try:
         converted = rewrite_functions(_LayoutFreeEwise, mod)
         converted = relax.transform.ConvertLayout(LAYOUTS)(converted)
-        return fold_constants_numpy(relax.transform.DeadCodeElimination()(converted))  # the weights' transposes
+        converted = fold_constants_numpy(relax.transform.DeadCodeElimination()(converted))  # the weights' transposes
     except Exception as exc:  # noqa: BLE001 - a graph ConvertLayout cannot handle keeps its own layout
-        log.warning("channels-last conversion skipped: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        log.warning("channels-last conversion skipped: %s", why)
+        if note is not None:
+            note(f"NCHW (the channels-last conversion failed: {why})")
         return mod
+    if note is not None:
+        note("NHWC")
+    return converted

@@ -12,7 +12,7 @@ from ..params import lift_params
 from .constfold import fold_constants_numpy, fold_weight_prepack
 from .fallback import schedule_fallback
 from .fast_math import fast_math
-from .layout import channels_last
+from .layout import channels_last, has_conv
 from .rewrites import strided_pointwise_conv
 from .templates import Knobs, schedule_anchor
 
@@ -50,6 +50,8 @@ class KernelReport:
     "fallback" | "tuned" | "unscheduled"}``."""
 
     kernels: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The layout the convs ran in ("NHWC", "NCHW", "NCHW (why the conversion failed)"); None: no conv.
+    conv_layout: str | None = None
 
     def rename(self, names: set[str]) -> None:
         """Follow SplitLayoutRewritePreproc, which renames a kernel whose weights it packs to ``<name>_prepacked``."""
@@ -221,7 +223,14 @@ def weight_steps(info: CpuInfo, report: KernelReport,
         return lift_params(mod)  # packed weights become parameters, written to compiled.params (neocompile.params)
 
     # Constant weights read through a layout-rewrite block are packed here, once, at compile time.
-    return [fold_constants_numpy, *([channels_last] if layout == "NHWC" else []), legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), fold_weight_prepack,
+    def to_layout(mod: tvm.IRModule) -> tvm.IRModule:
+        if layout == "NHWC":
+            return channels_last(mod, note=lambda text: setattr(report, "conv_layout", text))
+        if has_conv(mod):
+            report.conv_layout = "NCHW"  # as the model has it (CompilerOptions cpu-layout)
+        return mod
+
+    return [fold_constants_numpy, to_layout, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), fold_weight_prepack,
             relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(), lift]
 
 
