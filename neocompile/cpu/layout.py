@@ -6,7 +6,7 @@ depthwise conv vectorizes along its channels. Converting each conv on its own co
 input and a scattered write-out per conv; converting the graph once (Relax's ``ConvertLayout``) leaves one
 transpose at the graph's input and one where a layout-bound op (a flatten, a reshape) needs NCHW again, while the
 elementwise epilogues, pooling and concatenations in between follow the convs' layout (ResNet-50 at 1 thread:
-1.5x -> 1.25x onnxruntime). The weights' transposes are constants, folded with numpy right after.
+1.5x -> 1.25x onnxruntime). The weights keep their layout (the templates pack them anyway).
 
 A few elementwise ops have no layout rule in TVM 0.27 (``clip``, ``nn.leakyrelu``): ConvertLayout would wrap each
 in a transpose back to NCHW and another forward, around every ReLU6 of MobileNetV2. They are first written as the
@@ -26,9 +26,9 @@ from .rewrites import rewrite_functions
 
 log = logging.getLogger(__name__)
 
-#: The layouts the convs are converted to: NHWC data (the kernel layout does not matter: the templates pack the
-#: weights at compile time in the order their tile reads them).
-LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
+#: The layouts the convs are converted to: NHWC data, the weights left as they are (OIHW): the templates pack
+#: them at compile time in the order their tile reads them anyway, so a transposed copy would only cost memory.
+LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OIHW"]}
 
 
 def _float_scalar(value, dtype: str) -> relax.Constant:
@@ -173,7 +173,7 @@ def channels_last(mod: tvm.IRModule, note: Callable[[str], None] | None = None) 
     try:
         converted = rewrite_functions(_LayoutFreeEwise, mod)
         converted = relax.transform.ConvertLayout(LAYOUTS)(converted)
-        converted = fold_constants_numpy(relax.transform.DeadCodeElimination()(converted))  # the weights' transposes
+        converted = fold_constants_numpy(relax.transform.DeadCodeElimination()(converted))  # e.g. reshaped biases
     except Exception as exc:  # noqa: BLE001 - a graph ConvertLayout cannot handle keeps its own layout
         why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         log.warning("channels-last conversion skipped: %s", why)
