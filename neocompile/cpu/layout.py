@@ -71,7 +71,6 @@ class _LayoutFreeEwise(PyExprMutator):
             return relax.op.add(pos, scaled)
         return call
 
-
     def _scalar_ewise(self, call: relax.Call) -> relax.Expr:
         """``call_tir(f, (x, c))`` where ``f`` computes ``out[i...] = op(x[i...], c[()])`` (the ONNX importer's
         Clip, emitted through TOPI) -> the Relax op itself, which has a layout rule."""

@@ -163,7 +163,7 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
     if row is not None:
         ro, ri = sch.split(loops[row], [None, rt])
     weights_outer = packed and kind != "conv2d-spatial" if knobs.weights_outer is None else knobs.weights_outer
-    if knobs.weights_outer is None and weights_outer and _channels_innermost(block, ivars[vec]):
+    if knobs.weights_outer is None and weights_outer and _innermost_is(block.writes[0], ivars[vec]):
         # Channels-last, the output's own order writes each pixel's channels together; small weights stay in
         # cache across it (MobileNetV2's 16->96 1x1 at 112x112: 2.7 -> 1.2 ms), large ones are swept once.
         weights_outer = _nbytes(block.reads[b_index].source) > _WEIGHTS_OUTER_FROM
@@ -352,9 +352,10 @@ def _unit_stride(region, var) -> bool:
 
 
 def _innermost_is(region, var) -> bool:
-    """The innermost index of ``region`` is ``var`` itself (an NCHW conv's row): a tall tile's rows are then
-    consecutive floats of one channel. Channels-last, they would be one pixel (``C`` floats) apart each, and a tall
-    tile's broadcasts would touch that many cache lines per step (ResNet-50's 1024->256 at 14x14, NHWC: 2x slower)."""
+    """The innermost index of ``region`` is ``var`` itself: an NCHW conv's input along its row (a tall tile's rows
+    are then consecutive floats of one channel; channels-last they would be one pixel, ``C`` floats, apart each and
+    touch that many cache lines per step: ResNet-50's 1024->256 at 14x14 ran 2x slower), or a channels-last
+    output along its vector iterator."""
     last = region.region[-1].min
     return isinstance(last, tirx.Var) and last.same_as(var)
 
@@ -364,12 +365,6 @@ def _innermost_is(region, var) -> bool:
 #: MobileNetV2 at 1 thread, 128 KiB was as good as always on ResNet-50 and 10% faster on MobileNetV2; 1 MiB
 #: made ResNet-50's deep convs 30% slower.
 _WEIGHTS_OUTER_FROM = 128 * 1024
-
-
-def _channels_innermost(block, var) -> bool:
-    """The output's innermost index is the vector iterator (a channels-last conv, a matmul's columns)."""
-    last = block.writes[0].region[-1].min
-    return isinstance(last, tirx.Var) and last.same_as(var)
 
 
 def _nbytes(buffer) -> int:
