@@ -62,6 +62,15 @@ class _Chain(torch.nn.Sequential):
     pass
 
 
+class _Up(torch.nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.up(x))
+
+
 class Pool(torch.nn.Module):
     def forward(self, x):
         return torch.nn.functional.max_pool2d(x, 3, 2, 1) + torch.nn.functional.avg_pool2d(x, 3, 2, 1)
@@ -109,6 +118,8 @@ CASES = {
     "ffn_3d": (lambda: Linear(48, 200), (2, 17, 48), {"matmul"}),
     "attention": (lambda: Attention(48, 4), (2, 19, 48), {"matmul"}),
     "pooling": (Pool, (1, 16, 15, 15), set()),
+    # a transposed conv (lowered by TVM in NCHW only) between channels-last convs: it keeps NCHW, the convs do not
+    "conv_transpose_between_convs": (lambda: _Chain(Conv(8, 16, 3), _Up(16), Conv(16, 8, 3)), (1, 8, 6, 5), {"conv2d"}),
     # Clip (ReLU6) and LeakyRelu have no layout rule in TVM: rewritten as maximum/minimum, they stay channels-last
     "relu6_leaky_channels_last": (lambda: _Chain(Conv(8, 16, 3, act="relu6"), Conv(16, 16, 3, groups=16, act="leaky"),
                                                  Conv(16, 8, 1, act="relu6")), (1, 8, 11, 9), {"conv2d", "depthwise"}),
@@ -352,4 +363,29 @@ def test_failed_layout_conversion_keeps_the_models_layout(tmp_path, monkeypatch)
     assert compiled.conv_layout == "NCHW (the channels-last conversion failed: ConvertLayout: no rule for this graph)"
     _check_report(compiled.kernels, {"conv2d"})
     x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(run_library(compiled.path, [x])[0], _reference(data, x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_op_moved_to_nhwc_without_a_lowering_keeps_the_models_layout(tmp_path, monkeypatch):
+    """ConvertLayout lets layout-carrying ops follow the convs; one that TVM would not lower in NHWC (here: pooling,
+    declared so for the test) sends the whole graph back to its own layout before anything is built."""
+    from neocompile.cpu import layout
+    from neocompile.runtime import run_library
+
+    monkeypatch.setattr(layout, "NHWC_LOWERED", {"relax.nn.conv2d"})
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = Conv(8, 16, 3)
+
+        def forward(self, x):
+            return torch.nn.functional.max_pool2d(self.conv(x), 2)
+
+    shape = (1, 8, 10, 10)
+    data = _onnx_bytes(Net, shape)
+    compiled = _compile(data, shape, "ml_c4", tmp_path)
+    assert compiled.conv_layout == ("NCHW (the channels-last conversion failed: relax.nn.max_pool2d in NHWC has no "
+                                    "lowering in TVM)"), compiled.conv_layout
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(run_library(compiled.path, [x])[0], _reference(data, x), rtol=1e-4, atol=1e-4)

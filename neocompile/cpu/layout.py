@@ -28,7 +28,13 @@ log = logging.getLogger(__name__)
 
 #: The layouts the convs are converted to: NHWC data, the weights left as they are (OIHW): the templates pack
 #: them at compile time in the order their tile reads them anyway, so a transposed copy would only cost memory.
-LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OIHW"]}
+#: A transposed conv stays NCHW: TVM 0.27 lowers it in no other layout (ConvertLayout would otherwise let it
+#: follow its input into NHWC, which then fails to build).
+LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OIHW"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
+#: Layout-carrying ops that TVM 0.27's LegalizeOps lowers in NHWC (TOPI's layout-generic conv, pooling and
+#: resize). Another op the conversion moves to NHWC would reach the VM unlowered: the graph keeps its layout.
+NHWC_LOWERED = {"relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
+                "relax.image.resize2d"}
 
 
 def _float_scalar(value, dtype: str) -> relax.Constant:
@@ -147,6 +153,23 @@ def _value(prim) -> float:
     return float(prim.value)
 
 
+def _layouts(mod: tvm.IRModule) -> set[tuple[str, str]]:
+    """(op, layout) of every call in ``mod`` whose attributes name a data layout."""
+    found: set[tuple[str, str]] = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.attrs is not None:
+            for field in ("data_layout", "layout"):
+                layout = getattr(expr.attrs, field, None)
+                if layout is not None:
+                    found.add((expr.op.name, str(layout)))
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return found
+
+
 def has_conv(mod: tvm.IRModule) -> bool:
     found = []
 
@@ -172,6 +195,9 @@ def channels_last(mod: tvm.IRModule, note: Callable[[str], None] | None = None) 
     try:
         converted = rewrite_functions(_LayoutFreeEwise, mod)
         converted = relax.transform.ConvertLayout(LAYOUTS)(converted)
+        moved = sorted(_layouts(converted) - _layouts(mod) - {(op, "NHWC") for op in NHWC_LOWERED})
+        if moved:
+            raise ValueError(f"{moved[0][0]} in {moved[0][1]} has no lowering in TVM")
         converted = fold_constants_numpy(relax.transform.DeadCodeElimination()(converted))  # e.g. reshaped biases
     except Exception as exc:  # noqa: BLE001 - a graph ConvertLayout cannot handle keeps its own layout
         why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
