@@ -170,19 +170,9 @@ def _layouts(mod: tvm.IRModule) -> set[tuple[str, str]]:
     return found
 
 
-def has_conv(mod: tvm.IRModule) -> bool:
-    found = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.nn.conv2d":
-            found.append(expr)
-
-    for func in mod.functions.values():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
-            if found:
-                return True
-    return False
+def has_conv(mod: tvm.IRModule, layouts: set[tuple[str, str]] | None = None) -> bool:
+    """``mod`` has a 2-D conv (``layouts``: its :func:`_layouts`, when already at hand)."""
+    return any(op == "relax.nn.conv2d" for op, _ in (_layouts(mod) if layouts is None else layouts))
 
 
 def channels_last(mod: tvm.IRModule, note: Callable[[str], None] | None = None) -> tvm.IRModule:
@@ -190,12 +180,13 @@ def channels_last(mod: tvm.IRModule, note: Callable[[str], None] | None = None) 
     ``mod`` with its 2-D convs (and what follows their layout) in NHWC; ``mod`` unchanged when it has no conv or
     when the conversion fails (then each conv's kernel makes its own channels-last copy, as before). ``note`` gets
     the layout the convs run in: "NHWC", or "NCHW (...)" saying why the conversion failed."""
-    if not has_conv(mod):
+    before = _layouts(mod)
+    if not has_conv(mod, before):
         return mod
     try:
         converted = rewrite_functions(_LayoutFreeEwise, mod)
         converted = relax.transform.ConvertLayout(LAYOUTS)(converted)
-        moved = sorted(_layouts(converted) - _layouts(mod) - {(op, "NHWC") for op in NHWC_LOWERED})
+        moved = sorted(_layouts(converted) - before - {(op, "NHWC") for op in NHWC_LOWERED})
         if moved:
             raise ValueError(f"{moved[0][0]} in {moved[0][1]} has no lowering in TVM")
         converted = fold_constants_numpy(relax.transform.DeadCodeElimination()(converted))  # e.g. reshaped biases

@@ -162,8 +162,18 @@ def prepare(mod: tvm.IRModule, target: tvm.target.Target, layout: str = "NHWC") 
     """The module right before scheduling: convs channels-last, legalized, fused, constant weights marked
     layout-free. Tuning (neocompile.tuning) takes its kernels from here, so that its records match what this
     pipeline schedules."""
-    mod = fold_constants_numpy(mod)
-    return _legalize(channels_last(mod) if layout == "NHWC" else mod, target)
+    return _legalize(_to_layout(fold_constants_numpy(mod), layout, KernelReport()), target)
+
+
+def _to_layout(mod: tvm.IRModule, layout: str, report: KernelReport) -> tvm.IRModule:
+    """The convs in ``layout``: "NHWC" converts them (:mod:`.layout`), "NCHW" leaves the model's own; the layout the
+    convs run in goes to ``report.conv_layout``. The same step for :func:`prepare` and :func:`weight_steps`, so
+    tuned workloads are the ones the pipeline meets."""
+    if layout == "NHWC":
+        return channels_last(mod, note=lambda text: setattr(report, "conv_layout", text))
+    if has_conv(mod):
+        report.conv_layout = "NCHW"  # as the model has it (CompilerOptions cpu-layout)
+    return mod
 
 
 def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -224,11 +234,7 @@ def weight_steps(info: CpuInfo, report: KernelReport,
 
     # Constant weights read through a layout-rewrite block are packed here, once, at compile time.
     def to_layout(mod: tvm.IRModule) -> tvm.IRModule:
-        if layout == "NHWC":
-            return channels_last(mod, note=lambda text: setattr(report, "conv_layout", text))
-        if has_conv(mod):
-            report.conv_layout = "NCHW"  # as the model has it (CompilerOptions cpu-layout)
-        return mod
+        return _to_layout(mod, layout, report)
 
     return [fold_constants_numpy, to_layout, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), fold_weight_prepack,
             relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(), lift]
