@@ -97,6 +97,11 @@ CASES = {
     # a 1x1 conv over >= 256 channels: the tall one-vector tile (its rows consecutive floats of one channel)
     "conv1x1_deep_tall_tile_nchw": (lambda: Conv(256, 24, 1), (1, 256, 3, 14), {"conv2d"}, "NCHW"),
     "conv1x1_deep": (lambda: Conv(256, 24, 1), (1, 256, 3, 14), {"conv2d"}),
+    # channels-last 1x1 convs run over pixels (h, w fused: 35 rows), their last row tile partial
+    "conv1x1_pixel_rows": (lambda: Conv(24, 40, 1), (2, 24, 5, 7), {"conv2d"}),
+    "conv1x1_pixel_rows_residual": (lambda: Conv(24, 24, 1, residual=True), (1, 24, 5, 7), {"conv2d"}),
+    # a 3x3 conv whose 29-pixel rows take four full 6-row tiles and a partial one
+    "conv3x3_partial_row_tile": (lambda: Conv(16, 16, 3), (1, 16, 4, 29), {"conv2d"}),
     "conv7x7_stride2": (lambda: Conv(3, 16, 7, stride=2), (1, 3, 29, 29), {"conv2d"}),
     "conv3x3_stride2_one_pixel": (lambda: Conv(32, 64, 3, stride=2), (3, 32, 2, 2), {"conv2d"}),
     "conv_one_pixel": (lambda: Conv(20, 36, 1, act=False), (2, 20, 1, 1), {"conv2d"}),
@@ -261,7 +266,7 @@ def test_template_variants_stay_correct(knobs, tmp_path, monkeypatch):
     compiled = _compile(data, shape, "ml_c4", tmp_path)
     _check_report(compiled.kernels, {"conv2d", "depthwise", "matmul"})
     assert all(how.endswith("(tuned knobs)") for how in compiled.kernels.values() if how.startswith("template:"))
-    if knobs.rows is not None and (14 % knobs.rows == 0 or knobs.ragged) and 4 % knobs.vectors == 0:  # fits the 1x1 conv
+    if knobs.rows is not None and 4 % knobs.vectors == 0:  # fits the 1x1 conv (196 pixels, 32 channels)
         assert any(f" {knobs.rows}x{knobs.vectors}x" in how for how in compiled.kernels.values()), compiled.kernels
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     got = run_library(compiled.path, [x])[0]
@@ -389,3 +394,36 @@ def test_an_op_moved_to_nhwc_without_a_lowering_keeps_the_models_layout(tmp_path
                                     "lowering in TVM)"), compiled.conv_layout
     x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(run_library(compiled.path, [x])[0], _reference(data, x), rtol=1e-4, atol=1e-4)
+
+
+def test_partial_row_tile_runs_as_its_own_loop():
+    """A 1x1 channels-last conv runs over its 35 pixels in 8-row tiles, the last one partial: the row-tile loop is
+    split into the full tiles and the tail (TVM's LoopPartition, from the template's hint), so the full tiles'
+    accumulator updates carry no predicate. This needs the kernel indexed in int32 (``pipeline._legalize``); with
+    int64 indices the hint is lost and the reduction loop runs once, predicated."""
+    import tvm
+    from tvm import relax, s_tir, tirx
+
+    from neocompile.cpu import pipeline
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 5, 7, 24), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((40, 24, 1, 1), "float32")), data_layout="NHWC"))
+            out = bb.emit_output(relax.op.nn.relu(conv))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    with target:
+        mod = pipeline.prepare(bb.get(), target)
+    func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
+    how, sch = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
+    assert how == "template: conv2d 8x1x8 packed", how  # 35 pixels: four full 8-row tiles and 3 rows
+    lowering = [s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+                s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation(),
+                s_tir.transform.LowerOpaqueBlock(), tirx.transform.FlattenBuffer(), tirx.transform.NarrowDataType(32),
+                s_tir.transform.LoopPartition()]
+    with target:
+        text = tvm.transform.Sequential(lowering)(tvm.IRModule({"main": sch.mod["main"]})).script()
+    assert text.count("in range(24)") == 2, text  # the reduction over 24 channels: full tiles, then the tail
+    assert "for ax1_0 in T.parallel(4)" in text, text  # the four full tiles in a (parallel: batch 1) loop of their own

@@ -137,7 +137,12 @@ def func_knobs(func: tvm.tirx.PrimFunc) -> Knobs | None:
 def _template(func, target, info: CpuInfo, rules, knobs: Knobs | None = None):
     chosen = func_knobs(func) if knobs is None else None
     sch = s_tir.Schedule(func)
-    tile = schedule_anchor(sch, info.vector_bits, info.vector_registers, knobs or chosen)
+    try:
+        tile = schedule_anchor(sch, info.vector_bits, info.vector_registers, knobs or chosen)
+    except Exception:  # noqa: BLE001 - rows over fused pixels did not fit this kernel's epilogue: along the width
+        sch = s_tir.Schedule(func)
+        tile = schedule_anchor(sch, info.vector_bits, info.vector_registers,
+                               dataclasses.replace(knobs or chosen or Knobs(), fuse_rows=False))
     if tile is None:
         return None, None
     return f"template: {tile.describe()}" + (" (tuned knobs)" if chosen is not None else ""), sch
@@ -189,6 +194,7 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         text = str(func.attrs[HAND_SCHEDULE])
         before[text] = None if text in before else func  # two kernels with one text: neither is put back
     mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    mod = _narrow_indices(mod)
     # A hand-scheduled kernel (the XGBoost forest) is put back as it was written: the pass would mark its constant
     # arguments layout-free under a renewed copy of the function, whose symbolic shapes then no longer match its
     # body, and SplitLayoutRewritePreproc would look for layout-rewrite blocks in it.
@@ -197,6 +203,32 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         if original is not None:
             mod[gv] = original
     return mod
+
+
+def _narrow_indices(mod: tvm.IRModule) -> tvm.IRModule:
+    """Index every kernel whose buffers all have static shapes under 2**31 elements in int32 (as NarrowDataType
+    would at build time anyway): the loop hint the templates place (``templates.PARTITION``) only reaches
+    LoopPartition when no int64 loop variable is renamed on the way."""
+    small = {gv: func for gv, func in mod.functions.items()
+             if isinstance(func, tvm.tirx.PrimFunc) and _fits_int32(func)}
+    if not small:
+        return mod
+    narrowed = tvm.tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule(small))
+    for gv in small:
+        mod[gv] = narrowed[gv.name_hint]
+    return mod
+
+
+def _fits_int32(func: tvm.tirx.PrimFunc) -> bool:
+    for param in func.params:
+        size = 1
+        for dim in param.shape if isinstance(param.ty, tvm.tirx.BufferType) else ():
+            if not isinstance(dim, tvm.tirx.IntImm):
+                return False  # a symbolic shape: its index type stays as the caller gives it
+            size *= int(dim.value)
+        if size >= 2**31:
+            return False
+    return True
 
 
 #: The attribute of a PrimFunc a loader scheduled by hand (the XGBoost forest): its text says how, for the

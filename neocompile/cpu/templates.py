@@ -36,6 +36,12 @@ from tvm.tirx.analysis import undefined_vars
 from .fallback import schedule_block, vectorize_innermost
 
 PREPROC = "meta_schedule.layout_rewrite_preproc"
+#: The row-tile loop of a tile whose last row tile is partial carries this hint: TVM's LoopPartition pass then runs
+#: the full tiles and the tail as two loops. Left as one, the tail's predicate sits on every accumulator update and
+#: LLVM keeps the predicated rows in memory (2x slower). The hint only reaches LoopPartition in a function that
+#: indexes in int32 (``pipeline._legalize`` narrows them): NarrowDataType renames an int64 loop variable at build
+#: time but not the hint's.
+PARTITION = "pragma_loop_partition_hint"
 _UNROLL_TAPS = 5  # depthwise windows up to 5x5 are unrolled whole under the register tile
 REDUCE = 2  # tirx.IterVar.CommReduce
 
@@ -44,15 +50,16 @@ REDUCE = 2  # tirx.IterVar.CommReduce
 class Knobs:
     """What tuning may choose instead of the template's own rules (None: the rule decides).
 
-    ``rows``/``vectors``: the register tile (rt, nv), taken only when it divides the iterators and fits the
-    registers; ``weights_outer``: whether the loop over vector blocks of packed weights is the outermost (each B
+    ``rows``/``vectors``: the register tile (rt, nv), taken only when it fits the iterators (the rows need not
+    divide theirs unless ``ragged`` is False) and the registers; ``weights_outer``: whether the loop over vector blocks of packed weights is the outermost (each B
     panel stays in cache while every row reuses it) or the output's own order (consecutive tiles share input)."""
 
     rows: int | None = None
     vectors: int | None = None
     weights_outer: bool | None = None
     spatial: bool | None = None  # a stride-1 conv's vector along the output row (conv2d-spatial), where it can
-    ragged: bool | None = None  # rows need not divide the row extent: the last row tile is partial
+    ragged: bool | None = None  # rows need not divide the row extent, the last row tile partial (False: they must)
+    fuse_rows: bool | None = None  # a 1x1 channels-last conv's rows along (h, w) fused (False: along w only)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -61,11 +68,12 @@ class Knobs:
 #: The template variants tuning times against the template's own choice (those that do not apply to a kernel, or
 #: schedule it the same way, are dropped): other register tiles, including the one-vector tall tiles that suit a
 #: 1x1 conv over many channels (ResNet-50's 256->128 at 56x56: 4.6 -> 3.5 ms at 1 thread), the other loop order,
-#: and a stride-1 conv's vector along the output row.
+#: a stride-1 conv's vector along the output row, and the rules before partial row tiles: rows that divide their
+#: extent (``ragged=False``) and a 1x1 conv's rows along the image width only (``fuse_rows=False``).
 VARIANTS = (
     *(Knobs(rows=r, vectors=v) for r, v in ((14, 1), (12, 1), (8, 1), (7, 1), (6, 2), (5, 2), (4, 2), (3, 3), (2, 4))),
     Knobs(weights_outer=True), Knobs(weights_outer=False), Knobs(spatial=True),
-    *(Knobs(rows=r, vectors=v, ragged=True) for r, v in ((6, 2), (5, 2))),
+    Knobs(ragged=False), Knobs(fuse_rows=False),
 )
 
 
@@ -112,24 +120,34 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
     if swap is not None and spatial and extents[swap[0]] % lanes_full == 0:
         vec, row = swap
         kind = "conv2d-spatial"
+    # A 1x1 stride-1 channels-last conv is a matmul over pixels: its rows run along (h, w) fused, so the row tile
+    # need not divide the image's width.
+    fused = _pixel_rows(block, a_index, row, kind) if knobs.fuse_rows is not False else None
+    width = extents[row] if row is not None else 1
+    if fused is not None:
+        extents = list(extents)
+        extents[row] *= extents[fused]
     e_vec = extents[vec]
     e_row = extents[row] if row is not None else 1
     # A depthwise conv runs plane by plane with its whole window unrolled under the tile: the window's
     # weights stay in registers (broadcast once per plane), which leaves fewer for the tile.
     per_plane = kind == "depthwise" and _window_only(sch, anchor, a_index)
     window = depth if per_plane else 0
-    rt, nv, lanes = _tile_sizes(e_vec, e_row, lanes_full, registers - min(window, registers // 2))
-    # A tile whose rows do not divide the row extent (its last row tile partial) only where tuning asks for it:
-    # it won 1.3x on some 1x1 convs (64->256 at 56x56 with 6x2) and lost 2x on others (512->128 at 28x28)
-    ragged_ok = bool(knobs.ragged) and row is not None and not per_plane and kind != "conv2d-spatial"
+    # A tile whose rows do not divide the row extent: its last row tile is partial, and that tail runs as a loop of
+    # its own (:data:`PARTITION`), so the full tiles keep their accumulators in registers. By default only where at least
+    # :data:`_RAGGED_TILES` full tiles run: ResNet-50's 1x1 convs over pixels with 6x2 instead of 4x2 went from
+    # 0.97-1.27x to 0.88-1.06x onnxruntime; at 7 rows a 6+1 split lost to 7x1.
+    ragged_ok = (knobs.ragged is not False) and row is not None and not per_plane and kind != "conv2d-spatial"
+    rt, nv, lanes = _tile_sizes(e_vec, e_row, lanes_full, registers - min(window, registers // 2),
+                                ragged_from=_RAGGED_TILES if ragged_ok else 0)
     windowed = sum(1 for iv in block.iter_vars if int(iv.iter_type) == REDUCE and int(iv.dom.extent) > 1) > 1
     if kind == "conv2d" and not windowed and depth >= _TALL_FROM and row is not None \
             and _innermost_is(block.reads[a_index], ivars[row]):
         rt, nv = _tall_tile(e_row, rt, nv, registers)
     if knobs.rows is not None and knobs.vectors is not None and _tile_fits(knobs.rows, knobs.vectors, e_vec, e_row, lanes, registers,
-                                                                           ragged=ragged_ok):
+                                                                           ragged_from=1 if ragged_ok else 0):
         rt, nv = knobs.rows, knobs.vectors
-    ragged = row is not None and e_row % rt != 0  # the last row tile is partial: its rows past the end predicated
+    ragged = row is not None and e_row % rt != 0  # the last row tile is partial (a loop of its own: PARTITION)
     tile_n = nv * lanes
 
     # Epilogue: collapse the anchor's elementwise consumer chain into one final block.
@@ -158,7 +176,16 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
         except Exception:  # noqa: BLE001 - the epilogue stays a separate block; the write-back goes per tile
             consumer = local
 
-    spatial = [i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) != REDUCE]
+    if fused is not None:  # the accumulators, the epilogue and the loop over pixels, all as [n, h * W + w, c]
+        dtype = str(ivars[row].ty)  # the function's index type: NarrowDataType must not rename the row loop
+        pixels = tirx.IndexMap.from_func(lambda n, h, w, c: (n, h * width + w, c), index_dtype=dtype)
+        sch.transform_layout(anchor, ("write", 0), pixels)
+        sch.transform_block_layout(consumer, pixels)
+        sch.transform_block_layout(anchor, tirx.IndexMap.from_func(
+            lambda *v: (*v[:fused], v[fused] * width + v[row], *v[row + 1:]), ndim=len(ivars), index_dtype=dtype))
+        new = sch.get_loops(anchor)  # one loop fewer: the old iterators' loops, the row's now over pixels
+        loops = [new[i - (i > fused)] if i != fused else None for i in range(len(loops))]
+    spatial = [i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) != REDUCE and i != fused]
     vo, vt, vi = sch.split(loops[vec], [None, nv, lanes])
     if row is not None:
         ro, ri = sch.split(loops[row], [None, rt])
@@ -183,12 +210,17 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
     # A depthwise conv runs plane by plane: the parallel loop goes over (batch, channel), and the padded
     # (de-interleaved) copy of one input plane is made right before its tiles read it, from cache.
     serial = [l for l in (ro if row is not None else None, vo) if l is not None] if per_plane else []
-    if ragged:  # the row tiles run serially inside the parallel loop
-        serial = [ro]
     parallel_loops = [l for l in tile_outer if not any(l.same_as(s) for s in serial)]
+    if ragged:
+        # The row-tile loop stays a loop of its own, for LoopPartition to split off its partial last tile (PARTITION):
+        # the tile loops ahead of it run in parallel and it and those after it serially in the same order, or, where
+        # nothing ahead of it has more than one iteration (a batch of one in the output's order), the row tiles
+        # themselves run in parallel.
+        sch.annotate(ro, PARTITION, 1)
+        at = [l.same_as(ro) for l in tile_outer].index(True)
+        ahead = [l for l in tile_outer[:at] if int(sch.get(l).extent) > 1]
+        parallel_loops, serial = (ahead, tile_outer[at:]) if ahead else ([ro], tile_outer[:at] + tile_outer[at + 1:])
     if not parallel_loops:
-        if ragged:
-            raise ValueError("a ragged row tile needs another loop to run in parallel")
         per_plane, serial, parallel_loops = False, [], tile_outer
     sch.reorder(*parallel_loops, *serial, *[loops[i] for i in reduce], *inner)
     outer = sch.fuse(*parallel_loops) if len(parallel_loops) > 1 else parallel_loops[0]
@@ -270,6 +302,37 @@ def _roles(sch: s_tir.Schedule, anchor: Any):
     vec = by_pos[-1]
     row = by_pos[-2] if len(by_pos) > 1 else None
     return a_index, b_index, vec, row, "depthwise" if conv else "matmul", None
+
+
+def _pixel_rows(block: Any, a_index: int, row: int | None, kind: str) -> int | None:
+    """The iterator of the output's height, when a conv's rows (its output width) can run along height and width
+    fused: a 1x1, stride-1, unpadded conv whose input and output are both ``[..., h, w, c]`` (channels-last), so
+    pixel ``h * W + w`` is one row of a matmul in both. None otherwise."""
+    if kind != "conv2d" or row is None:
+        return None
+    ivars = [iv.var for iv in block.iter_vars]
+    unit = {i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE and int(iv.dom.extent) == 1}
+
+    def plain(expr) -> int | None:  # ``v`` or ``v + r`` with a one-tap ``r``: the iterator ``v``
+        if isinstance(expr, tirx.Add):
+            taps = [j for j, v in enumerate(ivars) if j in unit and isinstance(expr.b, tirx.Var) and expr.b.same_as(v)]
+            return plain(expr.a) if taps else None
+        hits = [j for j, v in enumerate(ivars) if isinstance(expr, tirx.Var) and expr.same_as(v)]
+        return hits[0] if hits else None
+
+    a, out = block.reads[a_index], block.writes[0]
+    if len(a.region) != 4 or len(out.region) != 4:
+        return None
+    a_idx = [plain(r.min) for r in a.region]
+    o_idx = [plain(r.min) for r in out.region]
+    h = o_idx[1]
+    if h is None or o_idx[2] != row or a_idx[1] != h or a_idx[2] != row or h != row - 1:
+        return None
+    if a_idx[3] is None or int(block.iter_vars[a_idx[3]].iter_type) != REDUCE:
+        return None  # the input's innermost axis is not the reduction over channels
+    if any(int(a.source.shape[d]) != int(out.source.shape[d]) for d in (1, 2)):
+        return None  # strided or padded
+    return h
 
 
 def _deinterleave_strided_input(sch: s_tir.Schedule, anchor: Any, a_index: int, var: Any):
@@ -393,18 +456,23 @@ def _one_to_one(sch: s_tir.Schedule, block_rv: Any, loops: list) -> bool:
     return True
 
 
-def _tile_sizes(e_vec: int, e_row: int, lanes_full: int, registers: int) -> tuple[int, int, int]:
+#: Full row tiles from which the template takes a tile whose rows do not divide the row extent (see above).
+_RAGGED_TILES = 4
+
+
+def _tile_sizes(e_vec: int, e_row: int, lanes_full: int, registers: int, ragged_from: int = 0) -> tuple[int, int, int]:
     """(rt, nv, lanes): the register tile for extents along the vector and row iterators.
 
     The vector split is kept exact (a predicate on the vector lane would scalarize the whole inner loop), so
     ``lanes`` may be shorter or oddly sized: 14 -> 7 lanes, 13 -> 13 lanes (LLVM splits it in two). Rows divide
-    exactly too: a tail's predicate inside the reduction loop made a 3x3 conv 10x slower. The tile maximises
+    exactly unless ``ragged_from`` full row tiles run (the tail then runs as a loop of its own, :data:`PARTITION`;
+    a tail's predicate inside the reduction loop made a 3x3 conv 10x slower). The tile maximises
     multiply-adds per load, ``rt*nv / (rt + nv)``, with accumulators, B vectors and the broadcast in registers."""
     lanes = _lanes(e_vec, lanes_full)
     best, best_score = (1, 1), -1.0
     for nv in range(1, 5):
         for rt in range(1, min(e_row, 16) + 1):
-            if not _tile_fits(rt, nv, e_vec, e_row, lanes, registers):
+            if not _tile_fits(rt, nv, e_vec, e_row, lanes, registers, ragged_from):
                 continue
             score = rt * nv / (rt + nv)
             if score > best_score + 1e-9:
@@ -425,11 +493,11 @@ def _tall_tile(e_row: int, rt: int, nv: int, registers: int) -> tuple[int, int]:
     return (tall, 1) if tall >= 7 else (rt, nv)
 
 
-def _tile_fits(rt: int, nv: int, e_vec: int, e_row: int, lanes: int, registers: int, ragged: bool = False) -> bool:
-    """A register tile (rt, nv) that divides both iterators (``ragged``: rows need not divide, when there are at
-    least two row tiles) and keeps its accumulators, B vectors and the broadcast in ``registers``."""
+def _tile_fits(rt: int, nv: int, e_vec: int, e_row: int, lanes: int, registers: int, ragged_from: int = 0) -> bool:
+    """A register tile (rt, nv) that divides both iterators (with ``ragged_from``, rows need not divide where at
+    least that many full row tiles run) and keeps its accumulators, B vectors and the broadcast in ``registers``."""
     groups = e_vec // lanes if e_vec % lanes == 0 else 0
-    rows_ok = e_row % rt == 0 or (ragged and e_row > rt)
+    rows_ok = e_row % rt == 0 or (ragged_from > 0 and e_row // rt >= ragged_from)
     if rt < 1 or nv < 1 or not rows_ok or (groups == 0 and nv > 1) or (groups and groups % nv):
         return False
     return rt * nv + nv + 1 <= registers
