@@ -209,13 +209,13 @@ def _narrow_indices(mod: tvm.IRModule) -> tvm.IRModule:
     """Index every kernel whose buffers all have static shapes under 2**31 elements in int32 (as NarrowDataType
     would at build time anyway): the loop hint the templates place (``templates.PARTITION``) only reaches
     LoopPartition when no int64 loop variable is renamed on the way."""
-    small = {gv: func for gv, func in mod.functions.items()
-             if isinstance(func, tvm.tirx.PrimFunc) and _fits_int32(func)}
-    if not small:
-        return mod
-    narrowed = tvm.tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule(small))
-    for gv in small:
-        mod[gv] = narrowed[gv.name_hint]
+    narrow = tvm.tirx.transform.ForceNarrowIndexToInt32()
+    small = [(gv, func) for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and _fits_int32(func)]
+    for gv, func in small:
+        try:
+            mod[gv] = narrow(tvm.IRModule({gv: func}))[gv.name_hint]
+        except RuntimeError:  # the pass refuses int64 data (token ids): that kernel keeps int64 indices
+            pass
     return mod
 
 
