@@ -70,16 +70,29 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     # accelerator's weights would have to be placed on its device by the caller: they stay embedded.
     # The weight steps run here, each on the module the step before made, so that once a caller has handed the
     # module over (nothing else refers to it) the weights before a step are let go after it: tvm.compile would
-    # hold its input, the source weights, to the end.
+    # hold its input, the source weights, to the end. The lifted weights are written before the build, which
+    # then runs without them (VGG-19: 550 MB less beside LLVM).
     try:
         with tvm_target, params.lifting(enabled=target.accelerator is None) as lifted:
             if pipeline == "default":
                 mod = params.lift_params(mod)
             for step in steps:
                 mod = step(mod)
+                while getattr(step, "unfinished", False):  # the weight packing, a chunk per run (cpu.weight_steps)
+                    mod = step(mod)
+    except Exception as exc:
+        raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    weights = params.LiftedParams() if lifted is None else lifted
+    try:
+        params_file = weights.save(params.params_path(out_path))
+    except Exception as exc:
+        raise CompilationError(f"Writing the model's weights for {target.name} failed: {_first_line(exc)}") from exc
+    try:
+        with tvm_target:
             executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    del mod
     try:
         executable.export_library(str(out_path), fcompile=fcompile)
     except CompilationError:
@@ -87,11 +100,6 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     except Exception as exc:
         raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
     del executable
-    weights = params.LiftedParams() if lifted is None else lifted
-    try:
-        params_file = weights.save(params.params_path(out_path))
-    except Exception as exc:
-        raise CompilationError(f"Writing the model's weights for {target.name} failed: {_first_line(exc)}") from exc
     device_code, needs = _device_code(target, out_path)
     kernels = dict(sorted(report.kernels.items())) if report is not None else {}
     return CompiledLibrary(path=out_path, target=target_dict, device_code=device_code, needs=needs, kernels=kernels,

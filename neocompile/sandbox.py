@@ -495,15 +495,17 @@ def load_model(loader: Any, root: Path, shapes: dict[str, tuple] | None, options
             "shapes": None if shapes is None else {k: list(v) for k, v in shapes.items()}}
     with Sandbox(root, what, scratch_in=Path(root).parent) as box:  # the job's work folder
         value = box.call("neocompile.sandbox:_load", args, deadline)
-        mod = _restore_module(box, value["params"])
         inputs = [TensorSpec(s["name"], s["dtype"], _shape(s["shape"])) for s in value["inputs"]]
         outputs = [TensorSpec(s["name"], s["dtype"], _shape(s["shape"])) for s in value["outputs"]]
         missing = float(value.get("missing_values", 0.0))
-        reference = _recorded(box, inputs, value["reference"], missing)
+        details = value.get("model_details", {})
+        if value.get("side_reference") is not None and args["reference"]:
+            # before this process reads the weights back: the framework then runs beside the least memory
+            reference = _side_reference(loader, root, what, inputs, value["side_reference"], details, deadline)
+        else:
+            reference = _recorded(box, inputs, value["reference"], missing)
+        mod = _restore_module(box, value["params"])
         detail = f"{value['route']}; {box.summary()}"
-    details = value.get("model_details", {})
-    if value.get("side_reference") is not None and args["reference"]:
-        reference = _side_reference(loader, root, what, inputs, value["side_reference"], details, deadline)
     loaded = LoadedModel(
         mod=mod, inputs=inputs, outputs=outputs, reference=reference, framework=value["framework"],
         framework_version=value["framework_version"], route=value["route"],
@@ -518,13 +520,15 @@ def _side_reference(loader: Any, root: Path, what: str, inputs: list, side_args:
                     details: dict[str, Any], deadline: float | None) -> "RecordedReference | None":
     """The framework reference recorded by ``loader.side_reference`` in the side interpreter the loader names
     (``loader.side_python()``, decided here, never by the load child), in a sandbox of its own; None when there is
-    no such interpreter. ``details["Reference"]`` says which it was, or why there was none."""
+    no such interpreter. ``details["Reference"]`` says which it was, or why there was none. This interpreter as the
+    side one (ONNX: onnxruntime apart from TVM) keeps its own import path."""
     python, source = loader.side_python()
     if python is None:
         details["Reference"] = f"none: {source}"
         return None
-    details["Reference"] = f"{loader.name.lower()} in a side interpreter ({source}: {python})"
-    with Sandbox(root, what, scratch_in=Path(root).parent, python=str(python)) as box:
+    details["Reference"] = f"{loader.name.lower()} in a sandbox of its own ({source}: {python})"
+    other = None if Path(python) == Path(sys.executable) else str(python)
+    with Sandbox(root, what, scratch_in=Path(root).parent, python=other) as box:
         specs = [dataclasses.asdict(s) for s in inputs]
         value = box.call("neocompile.sandbox:_record_side", {"call": loader.side_reference, "args": side_args,
                                                               "inputs": specs}, deadline)
@@ -556,7 +560,9 @@ def _load(args: dict[str, Any], out: Output) -> dict[str, Any]:
     loaded = loader.load(model_file, shapes, args["options"])
     params = _save_module(loaded.mod, out)
     loaded.mod = None  # its weights are on disk now: the reference run below gets their memory
-    reference = _record_reference(loaded, out) if args["reference"] and loaded.reference is not None else None
+    # A loader with a side reference has it recorded apart (load_model), never on top of this child's TVM.
+    here = args["reference"] and loaded.reference is not None and loaded.side_reference_args is None
+    reference = _record_reference(loaded, out) if here else None
     return {
         "model_file": model_file.as_posix(), "params": params, "reference": reference,
         "inputs": [dataclasses.asdict(s) for s in loaded.inputs], "outputs": [dataclasses.asdict(s) for s in loaded.outputs],

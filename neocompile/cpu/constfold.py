@@ -170,9 +170,11 @@ def evaluate_layout_copy(func, src: np.ndarray, out: Callable[[list[int]], np.nd
 
 @relax.expr_functor.mutator
 class _PrepackFolder(relax.PyExprMutator):
-    def __init__(self, mod):
+    def __init__(self, mod, budget: int):
         super().__init__(mod)
         self.mod_ = mod
+        self.budget = budget  # bytes packed in this run before the rest waits for the next
+        self.deferred = False
 
     def visit_call_(self, call):  # noqa: D401 - PyExprMutator hook
         call = super().visit_call_(call)
@@ -183,6 +185,9 @@ class _PrepackFolder(relax.PyExprMutator):
         if not gv.name_hint.endswith("_weight_prepack") or len(fields) != 1 or not _is_const(fields[0]):
             return call
         src = fields[0].value
+        if self.budget <= 0:
+            self.deferred = True
+            return call
         packed: list = []
 
         def out(shape: list[int]) -> np.ndarray:  # the packed weight is written straight into its TVM tensor
@@ -193,9 +198,24 @@ class _PrepackFolder(relax.PyExprMutator):
             value = evaluate_layout_copy(self.mod_[gv], _array(src), out)
         except Exception:  # noqa: BLE001 - FoldConstant still folds it
             return call
-        return call if value is None else relax.const(packed[0] if packed else _tensor(value))
+        if value is None:
+            return call
+        self.budget -= value.nbytes
+        return relax.const(packed[0] if packed else _tensor(value))
 
 
-@tvm.transform.module_pass(opt_level=0, name="neocompile.FoldWeightPrepack")
-def fold_weight_prepack(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-    return _rewrite(mod, _PrepackFolder(mod))
+class FoldWeightPrepack:
+    """Pack the weights, ``budget`` bytes per run: a step of ``pipeline.weight_steps`` that sets ``unfinished``
+    while weights are left, and is then run again on its own output. Each run's input module still holds the
+    source weights the run packs, so packed and source copies of all weights would coexist in one run (ResNet-50:
+    100 MB more at the compile's peak); in chunks, a caller that lets each input go holds one chunk twice."""
+
+    def __init__(self, budget: int = 16 << 20):
+        self.budget = budget
+        self.unfinished = False
+
+    def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
+        folder = _PrepackFolder(mod, self.budget)
+        out = _rewrite(mod, folder)
+        self.unfinished = folder.deferred
+        return out

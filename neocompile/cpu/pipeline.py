@@ -9,7 +9,7 @@ import tvm
 from tvm import relax, s_tir
 
 from ..params import lift_params
-from .constfold import fold_constants_numpy, fold_weight_prepack
+from .constfold import FoldWeightPrepack, fold_constants_numpy
 from .fallback import schedule_fallback
 from .fast_math import fast_math
 from .layout import channels_last, has_conv
@@ -245,9 +245,11 @@ def weight_steps(info: CpuInfo, report: KernelReport,
                  apply_records: Callable[[tvm.IRModule], tvm.IRModule] | None = None,
                  layout: str = "NHWC") -> list[Callable[[tvm.IRModule], tvm.IRModule]]:
     """The CPU pipeline up to its packed weights lifted into parameters, one step (module -> module) at a time, to be
-    run under the target: ``for step in steps: mod = step(mod)``. A caller that owns the module lets each step's
-    input go when the next begins, so a weight is held at most twice (before and after its folding or packing)
-    rather than once per step; ``tvm.compile`` would hold its input to the end. ``lower_passes`` does the rest.
+    run under the target: ``for step in steps: mod = step(mod)``, and again on its own output while
+    ``step.unfinished`` (the weight packing, which packs a chunk per run; a caller that does not repeat it leaves
+    the rest to FoldConstant, slower). A caller that owns the module lets each step's input go when the next
+    begins, so a weight is held at most twice (before and after its folding or packing) rather than once per step;
+    ``tvm.compile`` would hold its input to the end. ``lower_passes`` does the rest.
 
     ``apply_records`` (tuning) may replace PrimFuncs by tuned ones, marked ``tir.is_scheduled``, before the
     templates run on the rest. ``layout`` "NHWC" first runs the convs channels-last (:mod:`.layout`)."""
@@ -268,7 +270,7 @@ def weight_steps(info: CpuInfo, report: KernelReport,
     def to_layout(mod: tvm.IRModule) -> tvm.IRModule:
         return _to_layout(mod, layout, report)
 
-    return [fold_constants_numpy, to_layout, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), fold_weight_prepack,
+    return [fold_constants_numpy, to_layout, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), FoldWeightPrepack(),
             relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(), lift]
 
 
@@ -288,6 +290,8 @@ def relax_pipeline(info: CpuInfo, report: KernelReport, apply_records: Callable[
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         for step in weight_steps(info, report, apply_records, layout):
             mod = step(mod)
+            while getattr(step, "unfinished", False):
+                mod = step(mod)
         return lower_passes(tvm.target.Target.current())(mod)
 
     return _pipeline

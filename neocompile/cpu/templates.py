@@ -15,7 +15,7 @@ indexes ``B`` alone (depthwise and grouped conv) the vector runs along the outpu
 The accumulator tile lives in a local buffer; the elementwise epilogue (bias, batch norm, activation, residual
 add) is inlined into one block computed per tile, straight from the accumulators. A constant ``B`` (a
 ``layout_free_buffers`` parameter) is read through a ``meta_schedule.layout_rewrite_preproc`` block that packs
-it into ``[n/T, ..., T]``: ``SplitLayoutRewritePreproc`` and ``constfold.fold_weight_prepack`` then pack it at
+it into ``[n/T, ..., T]``: ``SplitLayoutRewritePreproc`` and ``constfold.FoldWeightPrepack`` then pack it at
 compile time.
 
 Variants: a stride-1 conv with a short reduction (a 1x1 conv from few channels) swaps the two iterators

@@ -152,7 +152,7 @@ def test_package_matches_mxnets_own_output(archives, generated, tmp_path, name, 
     # The job verified against real mxnet in the checkout's .venv-mxnet (loaders/mxnet/reference.py) ...
     assert result.verification["status"] == "passed", result.verification
     assert meta["Compilation"]["ImportRoute"] == ROUTE
-    assert meta["Model"]["Details"]["Reference"].startswith("mxnet in a side interpreter (the checkout's .venv-mxnet")
+    assert meta["Model"]["Details"]["Reference"].startswith("mxnet in a sandbox of its own (the checkout's .venv-mxnet")
     assert result.verification["mode"].startswith("native" if get_target(target).host_is_native() else "emulated")
     # ... and, independently of the job, the package matches the outputs mxnet wrote when it made the checkpoint.
     x, expected = _expected(generated, name)
