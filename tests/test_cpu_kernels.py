@@ -427,3 +427,42 @@ def test_partial_row_tile_runs_as_its_own_loop():
         text = tvm.transform.Sequential(lowering)(tvm.IRModule({"main": sch.mod["main"]})).script()
     assert text.count("in range(24)") == 2, text  # the reduction over 24 channels: full tiles, then the tail
     assert "for ax1_0 in T.parallel(4)" in text, text  # the four full tiles in a (parallel: batch 1) loop of their own
+
+
+def test_weights_are_packed_in_chunks_with_the_same_result():
+    """The weight packing packs up to its budget per run and says it is ``unfinished`` while weights are left, so a
+    compile holds source and packed copies of one chunk at a time; run to the end in chunks of one weight it
+    leaves the same module as one run packing all of them."""
+    import onnx
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from neocompile.cpu import CpuInfo, KernelReport, weight_steps
+    from neocompile.cpu.constfold import FoldWeightPrepack
+    from neocompile.targets import get_target
+
+    def prepacks(mod) -> int:
+        return mod["main"].script().count("_weight_prepack")
+
+    shape = (1, 16, 14, 14)
+    mod = from_onnx(onnx.load_from_string(_onnx_bytes(_variant_net(), shape)), {"data": list(shape)},
+                    keep_params_in_input=False)
+    target = get_target("ml_c4")
+    with tvm.target.Target(target.target_dict({})):
+        steps = weight_steps(CpuInfo.from_target(target), KernelReport())
+        at = next(i for i, step in enumerate(steps) if isinstance(step, FoldWeightPrepack))
+        for step in steps[:at]:
+            mod = step(mod)
+        waiting = prepacks(mod)
+        assert waiting >= 3, mod["main"].script()
+        whole = FoldWeightPrepack(budget=1 << 40)
+        at_once = whole(mod)
+        assert not whole.unfinished and prepacks(at_once) == 0
+        chunked, runs = FoldWeightPrepack(budget=1), 0
+        chunk = chunked(mod)
+        while chunked.unfinished:
+            runs += 1
+            assert prepacks(chunk) == waiting - runs, chunk["main"].script()
+            chunk = chunked(chunk)
+        assert runs + 1 == waiting and prepacks(chunk) == 0
+        tvm.ir.assert_structural_equal(chunk, at_once)

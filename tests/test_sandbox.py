@@ -186,6 +186,8 @@ def test_a_sandboxed_load_gives_the_module_and_reference_of_a_direct_load(model_
     with pytest.raises(ValueError, match="recorded in the load sandbox for the seeded verification inputs only"):
         loaded.reference([seeded[0] + 1])
     assert detail.startswith(direct.route + "; sandbox: ")
+    # onnxruntime ran in a sandbox of its own, not on top of the load child's TVM and weights
+    assert loaded.model_details["Reference"].startswith("onnx in a sandbox of its own (neocompile's own interpreter")
     assert not list(model_dir.parent.glob("neocompile-load-*")), "the scratch folder outlived the load"
     if os.geteuid() == 0:
         assert detail.endswith("sandbox: uid 65534, no network")
