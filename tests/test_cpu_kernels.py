@@ -119,6 +119,8 @@ CASES = {
     # two outputs per input channel: not plane by plane (each input plane feeds two output planes)
     "depthwise_multiplier2": (lambda: Conv(8, 16, 3, groups=8), (1, 8, 10, 10), {"depthwise"}),
     "dense_gemv": (lambda: Linear(100, 37), (1, 100), {"matmul"}),
+    # 40 outputs are five vectors of 8: a five-vector tile (five accumulator chains), not one vector at a time
+    "dense_gemv_five_vectors": (lambda: Linear(64, 40, act=None), (1, 64), {"matmul"}),
     "dense_batch": (lambda: Linear(64, 80, act=None), (8, 64), {"matmul"}),
     "ffn_3d": (lambda: Linear(48, 200), (2, 17, 48), {"matmul"}),
     "attention": (lambda: Attention(48, 4), (2, 19, 48), {"matmul"}),
@@ -466,3 +468,11 @@ def test_weights_are_packed_in_chunks_with_the_same_result():
             chunk = chunked(chunk)
         assert runs + 1 == waiting and prepacks(chunk) == 0
         tvm.ir.assert_structural_equal(chunk, at_once)
+
+
+def test_matrix_vector_tile_takes_five_vectors_where_four_do_not_divide(tmp_path):
+    """A matrix-vector product to 40 outputs (five vectors of 8, as 1000 classes are 125) runs five accumulator
+    chains: with at most four vectors per tile only one would divide, and one chain ran at half onnxruntime's speed."""
+    module, shape, *_ = CASES["dense_gemv_five_vectors"]
+    compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path)
+    assert "template: matmul 1x5x8 packed" in compiled.kernels.values(), compiled.kernels
