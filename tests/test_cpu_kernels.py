@@ -399,7 +399,8 @@ def test_an_op_moved_to_nhwc_without_a_lowering_keeps_the_models_layout(tmp_path
 
 
 def test_partial_row_tile_runs_as_its_own_loop():
-    """A 1x1 channels-last conv runs over its 35 pixels in 8-row tiles, the last one partial: the row-tile loop is
+    """A 1x1 channels-last conv runs over its 35 pixels in 2-row tiles of five vectors (40 channels), the last one
+    partial: the row-tile loop is
     split into the full tiles and the tail (TVM's LoopPartition, from the template's hint), so the full tiles'
     accumulator updates carry no predicate. This needs the kernel indexed in int32 (``pipeline._legalize``); with
     int64 indices the hint is lost and the reduction loop runs once, predicated."""
@@ -420,7 +421,7 @@ def test_partial_row_tile_runs_as_its_own_loop():
         mod = pipeline.prepare(bb.get(), target)
     func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
     how, sch = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
-    assert how == "template: conv2d 8x1x8 packed", how  # 35 pixels: four full 8-row tiles and 3 rows
+    assert how == "template: conv2d 2x5x8 packed", how  # 35 pixels: 17 full 2-row tiles and 1 row
     lowering = [s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
                 s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation(),
                 s_tir.transform.LowerOpaqueBlock(), tirx.transform.FlattenBuffer(), tirx.transform.NarrowDataType(32),
@@ -428,7 +429,7 @@ def test_partial_row_tile_runs_as_its_own_loop():
     with target:
         text = tvm.transform.Sequential(lowering)(tvm.IRModule({"main": sch.mod["main"]})).script()
     assert text.count("in range(24)") == 2, text  # the reduction over 24 channels: full tiles, then the tail
-    assert "for ax1_0 in T.parallel(4)" in text, text  # the four full tiles in a (parallel: batch 1) loop of their own
+    assert "for ax1_0 in T.parallel(17)" in text, text  # the 17 full tiles in a (parallel: batch 1) loop of their own
 
 
 def test_weights_are_packed_in_chunks_with_the_same_result():
