@@ -321,16 +321,15 @@ def _roles(sch: s_tir.Schedule, anchor: Any):
     return a_index, b_index, vec, row, "depthwise" if conv else "matmul", None
 
 
-def _pixel_rows(block: Any, a_index: int, row: int | None, kind: str, window: bool = True) -> int | None:
+def _pixel_rows(block: Any, a_index: int, row: int | None, kind: str) -> int | None:
     """The iterator of the output's height, when a conv's rows (its output width) can run along height and width
     fused: a stride-1 conv whose input and output are both ``[..., h, w, c]`` (channels-last). A 1x1 unpadded one
-    is then a matmul over pixels ``h * W + w``; a windowed one (``window``) reads ``A[p // W + ry, p % W + rx]``,
-    whose row addresses the tile computes once per tap, outside the reduction over channels. None otherwise."""
+    is then a matmul over pixels ``h * W + w``; a windowed one reads ``A[p // W + ry, p % W + rx]``, whose row
+    addresses the tile computes once per tap, outside the reduction over channels. None otherwise."""
     if kind != "conv2d" or row is None:
         return None
     ivars = [iv.var for iv in block.iter_vars]
-    taps = {i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE
-            and (window or int(iv.dom.extent) == 1)}
+    taps = {i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE}
 
     def plain(expr) -> int | None:  # ``v`` or ``v + r`` with a window tap ``r``: the iterator ``v``
         if isinstance(expr, tirx.Add):
