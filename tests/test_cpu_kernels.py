@@ -100,7 +100,7 @@ CASES = {
     # channels-last 1x1 convs run over pixels (h, w fused: 35 rows), their last row tile partial
     "conv1x1_pixel_rows": (lambda: Conv(24, 40, 1), (2, 24, 5, 7), {"conv2d"}),
     "conv1x1_pixel_rows_residual": (lambda: Conv(24, 24, 1, residual=True), (1, 24, 5, 7), {"conv2d"}),
-    # a 3x3 conv whose 29-pixel rows take four full 6-row tiles and a partial one
+    # a 3x3 conv over 4x29 pixels, h and w fused into 116 rows: 19 full 6-row tiles and a partial one
     "conv3x3_partial_row_tile": (lambda: Conv(16, 16, 3), (1, 16, 4, 29), {"conv2d"}),
     "conv7x7_stride2": (lambda: Conv(3, 16, 7, stride=2), (1, 3, 29, 29), {"conv2d"}),
     "conv3x3_stride2_one_pixel": (lambda: Conv(32, 64, 3, stride=2), (3, 32, 2, 2), {"conv2d"}),
