@@ -88,17 +88,22 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     except Exception as exc:
         raise CompilationError(f"Writing the model's weights for {target.name} failed: {_first_line(exc)}") from exc
     try:
-        with tvm_target:
-            executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
-    except Exception as exc:
-        raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
-    del mod
-    try:
-        executable.export_library(str(out_path), fcompile=fcompile)
+        try:
+            with tvm_target:
+                executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
+        except Exception as exc:
+            raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        del mod
+        try:
+            executable.export_library(str(out_path), fcompile=fcompile)
+        except CompilationError:
+            raise
+        except Exception as exc:
+            raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
     except CompilationError:
+        if params_file is not None:  # no weights file is left beside a library that was never written
+            params_file.unlink(missing_ok=True)
         raise
-    except Exception as exc:
-        raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
     del executable
     device_code, needs = _device_code(target, out_path)
     kernels = dict(sorted(report.kernels.items())) if report is not None else {}

@@ -51,3 +51,19 @@ def test_mcpu_option_reaches_the_generated_code(small_mod, tmp_path):
 def test_an_unknown_cpu_is_a_compilation_error_naming_the_target():
     with pytest.raises(CompilationError, match="mcpu: 'no-such-cpu' is not a CPU LLVM knows for x86_64-linux-gnu \\(ml_c5\\); expected one of .*skylake-avx512"):
         check_cpu(get_target("ml_c5"), {"mcpu": "no-such-cpu"})
+
+
+def test_a_failed_link_leaves_no_weights_file_behind(small_mod, tmp_path, monkeypatch):
+    """The weights are written before the build (so LLVM runs without them in memory); when the link then fails,
+    the job's error names the link and neither the library nor a stray ``compiled.params`` is left."""
+    from neocompile.device import toolchain
+
+    def broken(target):
+        def fcompile(output, objects, options=None):
+            raise RuntimeError("zig: linker crashed")
+        return fcompile
+
+    monkeypatch.setattr(toolchain, "linker", broken)
+    with pytest.raises(CompilationError, match="Linking the compiled model for ml_c4 failed: zig: linker crashed"):
+        compile_library(small_mod, get_target("ml_c4"), {}, tmp_path / "compiled.so")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
