@@ -1,9 +1,10 @@
 """Compile a Relax module for a registry target and link it with the target's toolchain."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import CompilationError
 from .targets import Target
@@ -72,34 +73,23 @@ def compile_library(mod: Any, target: Target, options: dict[str, Any], out_path:
     # module over (nothing else refers to it) the weights before a step are let go after it: tvm.compile would
     # hold its input, the source weights, to the end. The lifted weights are written before the build, which
     # then runs without them (VGG-19: 550 MB less beside LLVM).
-    try:
-        with tvm_target, params.lifting(enabled=target.accelerator is None) as lifted:
-            if pipeline == "default":
-                mod = params.lift_params(mod)
-            for step in steps:
+    failed = f"TVM failed to compile the model for {target.name}"
+    with _raised_as(failed, typed=True), tvm_target, params.lifting(enabled=target.accelerator is None) as lifted:
+        if pipeline == "default":
+            mod = params.lift_params(mod)
+        for step in steps:
+            mod = step(mod)
+            while getattr(step, "unfinished", False):  # the weight packing, a chunk per run (cpu.weight_steps)
                 mod = step(mod)
-                while getattr(step, "unfinished", False):  # the weight packing, a chunk per run (cpu.weight_steps)
-                    mod = step(mod)
-    except Exception as exc:
-        raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
     weights = params.LiftedParams() if lifted is None else lifted
-    try:
+    with _raised_as(f"Writing the model's weights for {target.name} failed"):
         params_file = weights.save(params.params_path(out_path))
-    except Exception as exc:
-        raise CompilationError(f"Writing the model's weights for {target.name} failed: {_first_line(exc)}") from exc
     try:
-        try:
-            with tvm_target:
-                executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
-        except Exception as exc:
-            raise CompilationError(f"TVM failed to compile the model for {target.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        with _raised_as(failed, typed=True), tvm_target:
+            executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
         del mod
-        try:
+        with _raised_as(f"Linking the compiled model for {target.name} failed", own=True):
             executable.export_library(str(out_path), fcompile=fcompile)
-        except CompilationError:
-            raise
-        except Exception as exc:
-            raise CompilationError(f"Linking the compiled model for {target.name} failed: {_first_line(exc)}") from exc
     except CompilationError:
         if params_file is not None:  # no weights file is left beside a library that was never written
             params_file.unlink(missing_ok=True)
@@ -153,6 +143,18 @@ def _device_code(target: Target, library: Path) -> tuple[str, list[str]]:
             "An OpenCL-enabled TVM runtime on the device (the PyPI wheel's runtime has no OpenCL) and the Intel OpenCL driver.",
         ]
     return f"{kind}-source", [f"A TVM runtime with {kind} support on the device."]
+
+
+@contextlib.contextmanager
+def _raised_as(what: str, typed: bool = False, own: bool = False) -> Iterator[None]:
+    """An error inside becomes ``CompilationError("<what>: [<type>: ]<its first line>")``; with ``own``, a
+    CompilationError raised inside (the linker's own message) passes as it is."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - any failure of TVM or the toolchain is the job's CompilationError
+        if own and isinstance(exc, CompilationError):
+            raise
+        raise CompilationError(f"{what}: {type(exc).__name__ + ': ' if typed else ''}{_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
