@@ -47,6 +47,7 @@ PREPROC = "meta_schedule.layout_rewrite_preproc"
 PARTITION = "pragma_loop_partition_hint"
 _UNROLL_TAPS = 5  # depthwise windows up to 5x5 are unrolled whole under the register tile
 _BAND_MAX, _BAND_TASKS = 8, 8  # a channels-last depthwise conv's band of output rows per task (_band)
+_FUSED_MIN_CHANNELS = 16  # a windowed or strided conv runs over fused pixels from this many input channels (_pixel_rows)
 REDUCE = 2  # tirx.IterVar.CommReduce
 
 
@@ -63,7 +64,7 @@ class Knobs:
     weights_outer: bool | None = None
     spatial: bool | None = None  # a stride-1 conv's vector along the output row (conv2d-spatial), where it can
     ragged: bool | None = None  # rows need not divide the row extent, the last row tile partial (False: they must)
-    fuse_rows: bool | None = None  # a stride-1 channels-last conv's rows along (h, w) fused (False: along w only)
+    fuse_rows: bool | None = None  # a channels-last conv's rows along (h, w) fused (False: along w only)
     band: int | None = None  # output rows per parallel task of a channels-last depthwise conv (1: one row each)
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,9 +127,9 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
     if swap is not None and spatial and extents[swap[0]] % lanes_full == 0:
         vec, row = swap
         kind = "conv2d-spatial"
-    # A stride-1 channels-last conv runs its rows along (h, w) fused: a 1x1 one is a matmul over pixels, a 3x3 one
-    # at 14x14 or 7x7 gets 6x2 tiles over 196 or 49 pixels instead of 2x4 or 7x1 over a row of 14 or 7 (ResNet-50's:
-    # 1.15-1.18x -> 0.98-1.03x onnxruntime per kernel).
+    # A channels-last conv runs its rows along (h, w) fused: a 1x1 one is a matmul over pixels, a 3x3 one at 14x14
+    # or 7x7 gets 6x2 tiles over 196 or 49 pixels instead of 2x4 or 7x1 over a row of 14 or 7 (ResNet-50's: 1.15-1.18x
+    # -> 0.98-1.03x onnxruntime per kernel; its strided 3x3 and 1x1 convs 1.10-1.25x -> 0.82-0.93x).
     fused = _pixel_rows(block, a_index, row, kind) if knobs.fuse_rows is not False else None
     width = extents[row] if row is not None else 1
     if fused is not None:
@@ -323,35 +324,45 @@ def _roles(sch: s_tir.Schedule, anchor: Any):
 
 def _pixel_rows(block: Any, a_index: int, row: int | None, kind: str) -> int | None:
     """The iterator of the output's height, when a conv's rows (its output width) can run along height and width
-    fused: a stride-1 conv whose input and output are both ``[..., h, w, c]`` (channels-last). A 1x1 unpadded one
-    is then a matmul over pixels ``h * W + w``; a windowed one reads ``A[p // W + ry, p % W + rx]``, whose row
-    addresses the tile computes once per tap, outside the reduction over channels. None otherwise."""
+    fused: a conv whose input and output are both ``[..., h, w, c]`` (channels-last), read with one stride ``s``
+    along both axes. A 1x1 unpadded stride-1 one is then a matmul over pixels ``h * W + w``; a windowed or strided
+    one reads ``A[s * (p // W) + ry, s * (p % W) + rx]``, whose row addresses the tile computes once per tap,
+    outside the reduction over channels, which must be long enough to pay for them (:data:`_FUSED_MIN_CHANNELS`).
+    None otherwise."""
     if kind != "conv2d" or row is None:
         return None
     ivars = [iv.var for iv in block.iter_vars]
     taps = {i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE}
 
-    def plain(expr) -> int | None:  # ``v`` or ``v + r`` with a window tap ``r``: the iterator ``v``
+    def plain(expr) -> tuple[int | None, int]:  # ``v``, ``s * v``, either ``+ r`` with a window tap ``r``: (v, s)
         if isinstance(expr, tirx.Add):
             tap = [j for j, v in enumerate(ivars) if j in taps and isinstance(expr.b, tirx.Var) and expr.b.same_as(v)]
-            return plain(expr.a) if tap else None
+            return plain(expr.a) if tap else (None, 1)
+        stride = 1
+        if isinstance(expr, tirx.Mul) and isinstance(expr.b, tirx.IntImm):
+            expr, stride = expr.a, int(expr.b.value)
         hits = [j for j, v in enumerate(ivars) if isinstance(expr, tirx.Var) and expr.same_as(v)]
-        return hits[0] if hits else None
+        return (hits[0] if hits else None), stride
 
     a, out = block.reads[a_index], block.writes[0]
     if len(a.region) != 4 or len(out.region) != 4:
         return None
-    a_idx = [plain(r.min) for r in a.region]
-    o_idx = [plain(r.min) for r in out.region]
+    a_idx, strides = zip(*(plain(r.min) for r in a.region))
+    o_idx, o_strides = zip(*(plain(r.min) for r in out.region))
     h = o_idx[1]
     if h is None or o_idx[2] != row or a_idx[1] != h or a_idx[2] != row or h != row - 1:
         return None
-    if a_idx[3] is None or int(block.iter_vars[a_idx[3]].iter_type) != REDUCE:
+    if set(o_strides) != {1} or strides[1] != strides[2]:
+        return None  # the output is written plainly; the input read with one stride along both axes
+    if a_idx[3] is None or int(block.iter_vars[a_idx[3]].iter_type) != REDUCE or strides[3] != 1:
         return None  # the input's innermost axis is not the reduction over channels
     windowed = any(int(iv.dom.extent) > 1 for i, iv in enumerate(block.iter_vars) if i in taps and i != a_idx[3])
-    if not windowed and any(int(a.source.shape[d]) != int(out.source.shape[d]) for d in (1, 2)):
-        return None  # strided or padded
-    return h
+    if not windowed and strides[1] == 1:
+        plain_matmul = all(int(a.source.shape[d]) == int(out.source.shape[d]) for d in (1, 2))
+        return h if plain_matmul else None  # else padded
+    # A windowed or strided one computes its input addresses per pixel and tap: worth it over a long channel
+    # reduction only (a 3x3 conv from 3 or 8 channels ran 1.4x onnxruntime fused, 0.8-1.0x along the width).
+    return h if int(block.iter_vars[a_idx[3]].dom.extent) >= _FUSED_MIN_CHANNELS else None
 
 
 def _deinterleave_strided_input(sch: s_tir.Schedule, anchor: Any, a_index: int, var: Any):
