@@ -12,6 +12,7 @@ from ..params import lift_params
 from .constfold import FoldWeightPrepack, fold_constants_numpy
 from .fallback import schedule_fallback
 from .fast_math import fast_math
+from .inplace import SUFFIX as INPLACE, use_inplace
 from .layout import channels_last, has_conv
 from .rewrites import strided_pointwise_conv
 from .templates import Knobs, schedule_anchor
@@ -54,10 +55,15 @@ class KernelReport:
     conv_layout: str | None = None
 
     def rename(self, names: set[str]) -> None:
-        """Follow SplitLayoutRewritePreproc, which renames a kernel whose weights it packs to ``<name>_prepacked``."""
+        """Follow SplitLayoutRewritePreproc, which renames a kernel whose weights it packs to ``<name>_prepacked``,
+        and the in-place copies (:mod:`.inplace`, ``<name>_inplace``): each kernel of ``names`` made from one of
+        the report's has its entry."""
         for name in list(self.kernels):
-            if name not in names and f"{name}_prepacked" in names:
-                self.kernels[f"{name}_prepacked"] = self.kernels.pop(name)
+            made = [n for base in (name, f"{name}_prepacked") for n in (base, *sorted(names))
+                    if n in names and (n == base or n.startswith(f"{base}{INPLACE}"))]
+            if made and made != [name]:
+                how = self.kernels.pop(name)
+                self.kernels.update({n: how for n in made})
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -270,8 +276,12 @@ def weight_steps(info: CpuInfo, report: KernelReport,
     def to_layout(mod: tvm.IRModule) -> tvm.IRModule:
         return _to_layout(mod, layout, report)
 
+    # A kernel whose output may go over an input that dies with it (a residual add's) gets an in-place copy
+    # (:mod:`.inplace`); reshape kernels become views first, so that a tensor with a view is never written over.
     return [fold_constants_numpy, to_layout, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), FoldWeightPrepack(),
-            relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(), lift]
+            relax.transform.FoldConstant(), relax.transform.RewriteDataflowReshape(), relax.transform.CanonicalizeBindings(),
+            use_inplace,
+            relax.transform.DeadCodeElimination(), lift]
 
 
 def lower_passes(target: tvm.target.Target) -> tvm.transform.Pass:
