@@ -510,3 +510,47 @@ def test_matrix_vector_tile_takes_five_vectors_where_four_do_not_divide(tmp_path
     module, shape, *_ = CASES["dense_gemv_five_vectors"]
     compiled = _compile(_onnx_bytes(module, shape), shape, "ml_c4", tmp_path)
     assert "template: matmul 1x5x8 packed" in compiled.kernels.values(), compiled.kernels
+
+
+def _depthwise_schedule(shape, stride, layout="NHWC"):
+    """The scheduled TIR of a 3x3 depthwise conv (+ReLU) over ``shape`` (in ``layout``), as the pipeline makes it."""
+    import tvm
+    from tvm import relax, tirx
+
+    from neocompile.cpu import pipeline
+
+    channels = shape[3] if layout == "NHWC" else shape[1]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    weight = relax.const(np.ones((channels, 1, 3, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = bb.emit(relax.op.nn.conv2d(x, weight, strides=stride, padding=1, groups=channels, data_layout=layout))
+            out = bb.emit_output(relax.op.nn.relu(conv))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    with target:
+        mod = pipeline.prepare(bb.get(), target, layout=layout)
+    func = next(f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc) and "conv2d" in gv.name_hint)
+    how, sch = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
+    assert how.startswith("template: depthwise"), how
+    return sch.mod["main"].script()
+
+
+def test_depthwise_band_keeps_its_padded_rows_within_l2():
+    """A stride-2 channels-last depthwise conv at 112x112x96 would take 7 output rows per task (8 tasks), whose
+    padded copy is 15 input rows of 114 x 96 floats (657 KB, past L2); the band is cut to 4 rows, 9 input rows
+    (394 KB; 113 of the 114 padded columns, those a stride of 2 reads), 14 tasks. At 56x56x144, stride 1, 7 rows (9 input rows
+    of 58 x 144 floats, 301 KB) fit and leave 8 tasks."""
+    text = _depthwise_schedule((1, 112, 112, 96), 2)
+    assert "T.parallel(14)" in text and "T.grid(9, 113, 12)" in text, text
+    text = _depthwise_schedule((1, 56, 56, 144), 1)
+    assert "T.parallel(8)" in text and "T.grid(9, 58, 18)" in text, text
+
+
+def test_channels_last_padded_copy_is_one_pass():
+    """Channels-last, the padded copy of a band is one pass whose condition holds for a whole pixel (no fill of
+    the band with zeros first); channels-first the padded axis is the vector's, and the copy is a fill and then an
+    unconditional copy of the interior."""
+    assert "pad_const" not in _depthwise_schedule((1, 28, 28, 32), 2)
+    assert "pad_const" in _depthwise_schedule((1, 32, 28, 28), 2, layout="NCHW")
