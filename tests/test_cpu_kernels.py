@@ -577,3 +577,31 @@ def test_channels_last_padded_copy_is_one_pass():
     unconditional copy of the interior."""
     assert "pad_const" not in _depthwise_schedule((1, 28, 28, 32), 2)
     assert "pad_const" in _depthwise_schedule((1, 32, 28, 28), 2, layout="NCHW")
+
+
+def test_tile_epilogue_is_unrolled_in_whole_vectors():
+    """The epilogue under a register tile (bias, clip) runs unrolled in vectors of the tile's lanes, so that it
+    reads the accumulators at constant offsets and LLVM keeps them in registers (as one loop over a tile row's
+    16 floats, they went to the stack after the reduction and back)."""
+    import tvm
+    from tvm import relax, tirx
+
+    from neocompile.cpu import pipeline
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 12, 12, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((96, 16, 1, 1), "float32")), data_layout="NHWC"))
+            out = bb.emit_output(relax.op.nn.relu(relax.op.add(conv, relax.const(np.ones((96,), "float32")))))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    with target:
+        mod = pipeline.prepare(bb.get(), target)
+    func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
+    how, sch = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
+    assert how == "template: conv2d 6x2x8 packed", how
+    text = sch.mod["main"].script()
+    epilogue = text[text.rindex("update"):]
+    assert "T.unroll(6)" in epilogue and "T.unroll(2)" in epilogue and "T.vectorized(8)" in epilogue, epilogue
+    assert "T.vectorized(16)" not in epilogue, epilogue

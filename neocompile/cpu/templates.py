@@ -274,14 +274,34 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
         sch.unroll(loops[[v.same_as(unroll_tap) for v in ivars].index(True)])
     init = sch.decompose_reduction(anchor, loops[reduce[0]])
     vectorize_innermost(sch, init)
-    sch.reverse_compute_at(consumer, serial[-1] if serial else outer)
-    vectorize_innermost(sch, consumer)
+    at = serial[-1] if serial else outer
+    sch.reverse_compute_at(consumer, at)
+    # The epilogue under the tile, unrolled in whole vectors: the accumulators are then read at constant offsets
+    # and stay in registers (as one loop, or as vectors of a tile's whole row, LLVM stored them to the stack after
+    # the reduction and loaded them back: MobileNetV2's 16->96 1x1 at 112x112 0.72 -> 0.59 ms, ResNet-50's
+    # 64->256 at 56x56 1.27 -> 1.13 ms).
+    _unroll_epilogue(sch, consumer, at, lanes)
     # What else sits at the root (the padding copy, a transpose feeding B) gets the fallback's loops.
     for other in sch.get_child_blocks(sch.get_sblock("root")):
         other_loops = sch.get_loops(other)
         if other_loops and all(int(sch.get(l).kind) == 0 for l in other_loops) and PREPROC not in sch.get(other).annotations:
             schedule_block(sch, other, lanes_full)
     return Tile(kind=kind, rows=rt, vectors=nv, lanes=lanes, packed=packed)
+
+
+def _unroll_epilogue(sch: s_tir.Schedule, block: Any, at: Any, lanes: int) -> None:
+    """Unroll ``block``'s loops below ``at``, its innermost split into vectors of ``lanes`` (vectorized); where that
+    does not fit (no loop below ``at``, an innermost loop not a multiple of ``lanes``), just vectorize the innermost."""
+    loops = sch.get_loops(block)
+    below = [i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(at))]
+    inner = loops[below[0] + 1:] if below else []
+    if not inner or int(sch.get(inner[-1]).extent) % lanes:
+        vectorize_innermost(sch, block)
+        return
+    vo, vi = sch.split(inner[-1], [None, lanes])
+    for loop in [*inner[:-1], vo]:
+        sch.unroll(loop)
+    sch.vectorize(vi)
 
 
 def _roles(sch: s_tir.Schedule, anchor: Any):
