@@ -13,7 +13,9 @@ and ``cpu.vector_registers``), in this order:
   epilogue fused into the tile and constant weights packed at compile time into the layout the kernel reads;
 - ``s_tir.dlight`` CPU rules for row reductions (softmax, layer norm, GEMV);
 - ``fallback``: parallel outer loops and vectorized inner loops for everything else (pooling, elementwise,
-  layout ops), never the naive serial nest.
+  layout ops), never the naive serial nest;
+- ``inplace``: after scheduling, a kernel whose input dies with it and feeds its output element by element (a
+  residual add's shortcut) writes its output over that input.
 
 ``compiler.compile_library`` runs ``pipeline.weight_steps`` itself (each step's input let go after it, so weights
 are not held once per step) and hands ``pipeline.lower_passes`` to ``tvm.compile``; ``pipeline.relax_pipeline``

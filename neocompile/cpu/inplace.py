@@ -21,6 +21,7 @@ the dataflow blocks are lowered.
 """
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import tvm
@@ -90,7 +91,8 @@ def _made_by_kernels(func: relax.Function, call_tir: Any) -> set[Any]:
 
 
 def _uses(func: relax.Function) -> dict[Any, list[tuple[Any, bool]]]:
-    """Per variable, its uses: (the binding var using it or None, whether as a direct ``call_tir`` argument)."""
+    """Per variable, its uses: (the binding var using it, or None for the function's result; whether it is a
+    ``call_tir`` argument passed once, the only use that cannot alias it)."""
     call_tir = tvm.ir.Op.get("relax.call_tir")
     uses: dict[Any, list[tuple[Any, bool]]] = {}
 
@@ -101,16 +103,15 @@ def _uses(func: relax.Function) -> dict[Any, list[tuple[Any, bool]]]:
         relax.analysis.post_order_visit(expr, visit)
 
     body = func.body
+    if not isinstance(body, relax.SeqExpr):
+        return uses
     for block in body.blocks:
         for binding in block.bindings:
             value = binding.value
             direct: set[Any] = set()
             if isinstance(value, relax.Call) and value.op.same_as(call_tir) and isinstance(value.args[1], relax.Tuple):
-                direct = {a for a in value.args[1].fields if isinstance(a, relax.Var)}
-                counts = {}
-                for a in value.args[1].fields:
-                    counts[a] = counts.get(a, 0) + 1
-                direct = {a for a in direct if counts[a] == 1}
+                counts = collections.Counter(a for a in value.args[1].fields if isinstance(a, relax.Var))
+                direct = {a for a, n in counts.items() if n == 1}
             record(value, binding.var, direct)
     record(body.body, None, set())
     return uses
@@ -161,8 +162,7 @@ def _elementwise_into_output(kernel: Any, k: int, count: int) -> bool:
             if not write.source.same_as(output) and write.source not in seen:
                 seen.add(write.source)
                 chain.append(write.source)
-        # a block writing the input itself (other than through the output, later) would also be unsafe
-    return not any(w.source.same_as(target) for b in blocks for w in b.writes)
+    return not any(w.source.same_as(target) for b in blocks for w in b.writes)  # nothing else writes the input
 
 
 def _same_point(a: Any, b: Any) -> bool:

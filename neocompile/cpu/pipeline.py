@@ -59,11 +59,11 @@ class KernelReport:
         and the in-place copies (:mod:`.inplace`, ``<name>_inplace``): each kernel of ``names`` made from one of
         the report's has its entry."""
         for name in list(self.kernels):
-            made = [n for base in (name, f"{name}_prepacked") for n in (base, *sorted(names))
-                    if n in names and (n == base or n.startswith(f"{base}{INPLACE}"))]
+            bases = (name, f"{name}_prepacked")
+            made = sorted(n for n in names if any(n == base or n.startswith(f"{base}{INPLACE}") for base in bases))
             if made and made != [name]:
                 how = self.kernels.pop(name)
-                self.kernels.update({n: how for n in made})
+                self.kernels.update(dict.fromkeys(made, how))
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -280,8 +280,7 @@ def weight_steps(info: CpuInfo, report: KernelReport,
     # (:mod:`.inplace`); reshape kernels become views first, so that a tensor with a view is never written over.
     return [fold_constants_numpy, to_layout, legalize, schedule, relax.transform.SplitLayoutRewritePreproc(), FoldWeightPrepack(),
             relax.transform.FoldConstant(), relax.transform.RewriteDataflowReshape(), relax.transform.CanonicalizeBindings(),
-            use_inplace,
-            relax.transform.DeadCodeElimination(), lift]
+            use_inplace, relax.transform.DeadCodeElimination(), lift]
 
 
 def lower_passes(target: tvm.target.Target) -> tvm.transform.Pass:
