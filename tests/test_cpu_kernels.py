@@ -407,22 +407,10 @@ def test_partial_row_tile_runs_as_its_own_loop():
     accumulator updates carry no predicate. This needs the kernel indexed in int32 (``pipeline._legalize``); with
     int64 indices the hint is lost and the reduction loop runs once, predicated."""
     import tvm
-    from tvm import relax, s_tir, tirx
+    from tvm import s_tir, tirx
 
-    from neocompile.cpu import pipeline
-
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 5, 7, 24), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            conv = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((40, 24, 1, 1), "float32")), data_layout="NHWC"))
-            out = bb.emit_output(relax.op.nn.relu(conv))
-        bb.emit_func_output(out)
+    how, sch = _schedule_conv((1, 5, 7, 24), 40)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
-    with target:
-        mod = pipeline.prepare(bb.get(), target)
-    func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
-    how, sch = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
     assert how == "template: conv2d 2x5x8 packed", how  # 35 pixels: 17 full 2-row tiles and 1 row
     lowering = [s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
                 s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation(),
@@ -434,27 +422,34 @@ def test_partial_row_tile_runs_as_its_own_loop():
     assert "for ax1_0 in T.parallel(17)" in text, text  # the 17 full tiles in a (parallel: batch 1) loop of their own
 
 
-def _conv_tile(shape, out_channels, window, stride, act=None):
-    """How the pipeline schedules a channels-last conv (+ReLU, or ``act``) over ``shape`` (its report line)."""
+def _schedule_conv(shape, out_channels, window=1, stride=1, groups=1, layout="NHWC", act=None):
+    """(report line, schedule) of a conv (+ReLU, or ``act``) over ``shape`` in ``layout`` as the pipeline schedules
+    it: weights of ones, padding ``window // 2``."""
     import tvm
     from tvm import relax, tirx
 
     from neocompile.cpu import pipeline
 
+    channels = shape[3] if layout == "NHWC" else shape[1]
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "float32"))
-    weight = relax.const(np.ones((out_channels, shape[3], window, window), "float32"))
+    weight = relax.const(np.ones((out_channels, channels // groups, window, window), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            conv = bb.emit(relax.op.nn.conv2d(x, weight, strides=stride, padding=window // 2, data_layout="NHWC"))
+            conv = bb.emit(relax.op.nn.conv2d(x, weight, strides=stride, padding=window // 2, groups=groups,
+                                              data_layout=layout))
             out = bb.emit_output((act or relax.op.nn.relu)(conv))
         bb.emit_func_output(out)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
     with target:
-        mod = pipeline.prepare(bb.get(), target)
-    func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
-    how, _ = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
-    return how
+        mod = pipeline.prepare(bb.get(), target, layout=layout)
+    func = next(f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc) and "conv2d" in gv.name_hint)
+    return pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
+
+
+def _conv_tile(shape, out_channels, window, stride, act=None):
+    """How the pipeline schedules a channels-last conv (+ReLU, or ``act``) over ``shape`` (its report line)."""
+    return _schedule_conv(shape, out_channels, window, stride, act=act)[0]
 
 
 @pytest.mark.parametrize("shape, out_channels, window, stride, expected", [
@@ -537,25 +532,8 @@ def test_matrix_vector_tile_takes_five_vectors_where_four_do_not_divide(tmp_path
 
 def _depthwise_schedule(shape, stride, layout="NHWC"):
     """The scheduled TIR of a 3x3 depthwise conv (+ReLU) over ``shape`` (in ``layout``), as the pipeline makes it."""
-    import tvm
-    from tvm import relax, tirx
-
-    from neocompile.cpu import pipeline
-
     channels = shape[3] if layout == "NHWC" else shape[1]
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    weight = relax.const(np.ones((channels, 1, 3, 3), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            conv = bb.emit(relax.op.nn.conv2d(x, weight, strides=stride, padding=1, groups=channels, data_layout=layout))
-            out = bb.emit_output(relax.op.nn.relu(conv))
-        bb.emit_func_output(out)
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
-    with target:
-        mod = pipeline.prepare(bb.get(), target, layout=layout)
-    func = next(f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc) and "conv2d" in gv.name_hint)
-    how, sch = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
+    how, sch = _schedule_conv(shape, channels, 3, stride, groups=channels, layout=layout)
     assert how.startswith("template: depthwise"), how
     return sch.mod["main"].script()
 
@@ -583,23 +561,10 @@ def test_tile_epilogue_is_unrolled_in_whole_vectors():
     """The epilogue under a register tile (bias, clip) runs unrolled in vectors of the tile's lanes, so that it
     reads the accumulators at constant offsets and LLVM keeps them in registers (as one loop over a tile row's
     16 floats, they went to the stack after the reduction and back)."""
-    import tvm
-    from tvm import relax, tirx
+    from tvm import relax
 
-    from neocompile.cpu import pipeline
-
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 12, 12, 16), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            conv = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((96, 16, 1, 1), "float32")), data_layout="NHWC"))
-            out = bb.emit_output(relax.op.nn.relu(relax.op.add(conv, relax.const(np.ones((96,), "float32")))))
-        bb.emit_func_output(out)
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
-    with target:
-        mod = pipeline.prepare(bb.get(), target)
-    func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc))
-    how, sch = pipeline.schedule_primfunc(func, target, pipeline.CpuInfo(256, 16))
+    bias = relax.const(np.ones((96,), "float32"))
+    how, sch = _schedule_conv((1, 12, 12, 16), 96, act=lambda conv: relax.op.nn.relu(relax.op.add(conv, bias)))
     assert how == "template: conv2d 6x2x8 packed", how
     text = sch.mod["main"].script()
     epilogue = text[text.rindex("update"):]
