@@ -13,9 +13,9 @@ peak memory per stage) in up to three variants: `neocompile` (the default compil
 `neocompile-tvm-default` (CompilerOptions cpu-kernels=false: TVM's own default schedules) and `neocompile-tuned`
 (CompilerOptions tuning.trials=N, only with --tune-trials / BENCH_TUNE_TRIALS > 0). Latency is measured per thread
 count (1 and all usable cores) in a child process per (model, batch, threads) for every variant, onnxruntime and torch
-(bench/measure.py), the slowest model is profiled per kernel, VGG-19 and ResNet-50 are compiled for the compile-memory
-test, and one model is compiled for an armv7 and an aarch64 device to count NEON instructions and time it under qemu
-(bench/arm.py). The job service (bench/service.py: `neocompile serve` on SQLite and on a throwaway PostgreSQL) is
+(bench/measure.py), the slowest model is profiled per kernel, VGG-19, ResNet-50 and MobileNetV2 (the floor) are compiled
+for the compile-memory test, and one model is compiled for an armv7 and an aarch64 device to count NEON instructions and
+time it under qemu (bench/arm.py). The job service (bench/service.py: `neocompile serve` on SQLite and on a throwaway PostgreSQL) is
 timed with 8 concurrent boto3 clients on 1,000 stored jobs (Describe, List pages) and for how soon an idle worker
 starts a created job. The package's Python runtime binding (python/neocompile_rt.py) is timed against calling the TVM
 VM directly on SqueezeNet 1.1 and a tiny model (bench/rt_overhead.py). Results go to bench/results.json,
@@ -221,8 +221,14 @@ def profile_slowest(latency: list[dict[str, Any]], compiles: dict[tuple, dict], 
             "ratio_vs_onnxruntime": ratio, **result}
 
 
+#: The compile-memory test's models: the issue's two, and the smallest of the set (MobileNetV2, 14 MB) for what a
+#: job takes whatever its weights: TVM's library code, LLVM and the linker (the floor in report.goals).
+MEMORY_MODELS = ["vgg19", "resnet50", "mobilenet_v2"]
+
+
 def memory_test(names: list[str], compiles: dict[tuple, dict], target: str, reuse: bool, tmp: Path) -> list[dict[str, Any]]:
-    """Compile time and peak memory per stage, relative to the ONNX file, for each model at batch 1 (default options)."""
+    """Compile time and peak memory per stage (RSS and its anonymous part), relative to the ONNX file, for each model
+    at batch 1 (default options)."""
     rows = []
     for name in names:
         job = compiles.get((name, 1, "neocompile"))
@@ -319,10 +325,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=float(env("BENCH_BUDGET_S", "0") or 0),
                    help="seconds of timed runs per runtime and measurement (env BENCH_BUDGET_S; default 10, --quick 1.5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
-    p.add_argument("--skip-memory", action="store_true", help="skip the VGG-19 / ResNet-50 compile-memory test "
+    p.add_argument("--skip-memory", action="store_true", help="skip the compile-memory test (VGG-19, ResNet-50, the floor) "
                    "(a skipped part keeps the figures of the last run that measured it, marked in carried_over)")
     p.add_argument("--memory-only", action="store_true",
-                   help="run only the VGG-19 / ResNet-50 compile-memory test and merge it into bench/results.json")
+                   help="run only the compile-memory test (VGG-19, ResNet-50, the floor) and merge it into bench/results.json")
     p.add_argument("--skip-arm", action="store_true", help="skip the ARM (NEON, qemu) part")
     p.add_argument("--arm-model", help="model of the ARM part (default mobilenet_v2; --quick: mlp)")
     p.add_argument("--arm-runs", type=int, default=3, help="emulated runs per ARM package (default 3)")
@@ -360,7 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.arm_model = args.arm_model or ("mlp" if args.quick else "mobilenet_v2")
     if args.arm_model not in models.MODELS:
         p.error(f"--arm-model: unknown '{args.arm_model}'; expected from {', '.join(models.MODELS)}")
-    args.memory_models = args.models if args.quick else ["vgg19", "resnet50"]
+    args.memory_models = args.models if args.quick else MEMORY_MODELS
     args.frameworks = [] if args.frameworks.strip() in ("", "none") else args.frameworks.split(",")
     unknown = [f for f in args.frameworks if f not in frameworks.SOURCES]
     if unknown:
@@ -539,11 +545,12 @@ def rt_only(args, facts: dict[str, Any], target: str, started: float) -> None:
 
 
 def memory_only(args, facts: dict[str, Any], target: str, started: float) -> None:
-    """The compile-memory test alone (VGG-19, ResNet-50, default options), merged into the existing results."""
+    """The compile-memory test alone (VGG-19, ResNet-50 and the floor, default options), merged into the existing
+    results."""
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {
         "machine": facts, "target": target, "config": {}, "variants": {}, "compiles": [], "latency": []}
     with tempfile.TemporaryDirectory(prefix="bench-requests-") as tmp_name:
-        memory = memory_test(["vgg19", "resnet50"], {}, target, args.reuse, Path(tmp_name))
+        memory = memory_test(MEMORY_MODELS, {}, target, args.reuse, Path(tmp_name))
     results["memory"] = memory
     results["memory_measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     results["goals"] = report.goals(results)
