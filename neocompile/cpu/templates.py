@@ -356,6 +356,18 @@ def _roles(sch: s_tir.Schedule, anchor: Any):
     return a_index, b_index, vec, row, "depthwise" if conv else "matmul", None
 
 
+def _strided_read(expr: Any) -> tuple[Any, int, Any]:
+    """An index of the form ``v``, ``s * v``, ``v + r`` or ``s * v + r`` (a conv's input along one axis, ``r`` its
+    window tap) as ``(v, s, r)``, ``r`` None without a tap; ``v`` is None for any other form."""
+    tap = None
+    if isinstance(expr, tirx.Add) and isinstance(expr.b, tirx.Var):
+        expr, tap = expr.a, expr.b
+    stride = 1
+    if isinstance(expr, tirx.Mul) and isinstance(expr.b, tirx.IntImm):
+        expr, stride = expr.a, int(expr.b.value)
+    return (expr if isinstance(expr, tirx.Var) else None), stride, tap
+
+
 def _pixel_rows(block: Any, a_index: int, row: int | None, kind: str) -> int | None:
     """The iterator of the output's height, when a conv's rows (its output width) can run along height and width
     fused: a conv whose input and output are both ``[..., h, w, c]`` (channels-last), read with one stride ``s``
@@ -369,13 +381,10 @@ def _pixel_rows(block: Any, a_index: int, row: int | None, kind: str) -> int | N
     taps = {i for i, iv in enumerate(block.iter_vars) if int(iv.iter_type) == REDUCE}
 
     def plain(expr) -> tuple[int | None, int]:  # ``v``, ``s * v``, either ``+ r`` with a window tap ``r``: (v, s)
-        if isinstance(expr, tirx.Add):
-            tap = [j for j, v in enumerate(ivars) if j in taps and isinstance(expr.b, tirx.Var) and expr.b.same_as(v)]
-            return plain(expr.a) if tap else (None, 1)
-        stride = 1
-        if isinstance(expr, tirx.Mul) and isinstance(expr.b, tirx.IntImm):
-            expr, stride = expr.a, int(expr.b.value)
-        hits = [j for j, v in enumerate(ivars) if isinstance(expr, tirx.Var) and expr.same_as(v)]
+        var, stride, tap = _strided_read(expr)
+        if tap is not None and not any(j in taps and tap.same_as(v) for j, v in enumerate(ivars)):
+            return None, 1
+        hits = [j for j, v in enumerate(ivars) if var is not None and var.same_as(v)]
         return (hits[0] if hits else None), stride
 
     a, out = block.reads[a_index], block.writes[0]
@@ -493,13 +502,8 @@ def _band_fitting(block: Any, a_index: int, height: int) -> int:
     ivar = block.iter_vars[height].var
     region = block.reads[a_index]
     for axis, rng in enumerate(region.region):
-        expr, tap = rng.min, None
-        if isinstance(expr, tirx.Add) and isinstance(expr.b, tirx.Var):
-            expr, tap = expr.a, expr.b
-        stride = 1
-        if isinstance(expr, tirx.Mul) and isinstance(expr.b, tirx.IntImm):
-            expr, stride = expr.a, int(expr.b.value)
-        if not (isinstance(expr, tirx.Var) and expr.same_as(ivar)):
+        var, stride, tap = _strided_read(rng.min)
+        if var is None or not var.same_as(ivar):
             continue
         taps = [iv for iv in block.iter_vars if tap is not None and iv.var.same_as(tap)]
         window = int(taps[0].dom.extent) if taps else 1
