@@ -8,7 +8,7 @@ import numpy as np
 
 from ..datainput import TensorSpec, check_against_model
 from ..errors import InputConfigurationError
-from . import onnx_file
+from . import onnx_file, onnx_fold
 from .base import LoadedModel, Loader, outputs_from_relax
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
@@ -175,6 +175,9 @@ def import_onnx(model: Any, shapes: dict[str, tuple[int, ...]], framework: str =
     if model.ir_version < 3:
         raise InputConfigurationError(f"TVM cannot convert {framework} model: ONNX IR version {model.ir_version} is "
                                       "not supported; expected 3 (ONNX 1.1) or newer")
+    # Shape arithmetic the exporter left for run time (Shape -> Gather -> ... -> Slice) is known for these input
+    # shapes: folded to constants, the tensors it sizes get static shapes (onnx_fold).
+    onnx_fold.fold_shapes(model, shapes)
     dtypes = {spec.name: spec.dtype for spec in _declared_inputs(model)}
     importer = _importer_class(weights)({k: list(v) for k, v in shapes.items()}, dtypes, keep_params_in_input=False)
     try:
