@@ -51,6 +51,7 @@ _BAND_SCRATCH_BYTES = 400 * 1024  # ... whose padded input rows stay within this
 _SHORT_REDUCTION = 128  # a conv reducing over at most this many products may keep a register for its epilogue,
 _SPARE_SCORE = 0.85  # ... with a tile of as many accumulators and at least this share of multiply-adds per load
 _FUSED_MIN_CHANNELS = 16  # a windowed or strided conv runs over fused pixels from this many input channels (_pixel_rows)
+_EPILOGUE_UNROLL = 64  # vectors of a tile's epilogue unrolled at most (_unroll_epilogue); a tile holds 16-32
 REDUCE = 2  # tirx.IterVar.CommReduce
 
 
@@ -291,7 +292,10 @@ def schedule_anchor(sch: s_tir.Schedule, vector_bits: int, registers: int, knobs
 
 def _unroll_epilogue(sch: s_tir.Schedule, block: Any, at: Any, lanes: int) -> None:
     """Unroll ``block``'s loops below ``at``, its innermost split into vectors of ``lanes`` (vectorized); where that
-    does not fit (no loop below ``at``, an innermost loop not a multiple of ``lanes``), just vectorize the innermost."""
+    does not fit (no loop below ``at``, an innermost loop not a multiple of ``lanes``), just vectorize the innermost.
+    Loops are unrolled from the innermost out while they make at most :data:`_EPILOGUE_UNROLL` vectors: an epilogue
+    that broadcasts the tile over more (a squeeze-and-excitation block's scale, ``sigmoid(conv) * x`` over a whole
+    56x56 map) keeps its outer loops, which unrolled made 18,816 vector statements and 40 s of LLVM per kernel."""
     loops = sch.get_loops(block)
     below = [i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(at))]
     inner = loops[below[0] + 1:] if below else []
@@ -299,7 +303,11 @@ def _unroll_epilogue(sch: s_tir.Schedule, block: Any, at: Any, lanes: int) -> No
         vectorize_innermost(sch, block)
         return
     vo, vi = sch.split(inner[-1], [None, lanes])
-    for loop in [*inner[:-1], vo]:
+    vectors = 1
+    for loop in reversed([*inner[:-1], vo]):
+        vectors *= int(sch.get(loop).extent)
+        if vectors > _EPILOGUE_UNROLL:
+            break
         sch.unroll(loop)
     sch.vectorize(vi)
 
