@@ -26,6 +26,10 @@ class Conv(torch.nn.Module):
             y = torch.nn.functional.relu6(y)
         elif self.act == "leaky":
             y = torch.nn.functional.leaky_relu(y, 0.1)
+        elif self.act == "hardswish":
+            y = torch.nn.functional.hardswish(y)
+        elif self.act == "hardsigmoid":
+            y = y * torch.nn.functional.hardsigmoid(y)
         elif self.act:
             y = torch.relu(y)
         return y + x if self.residual else y
@@ -150,6 +154,9 @@ CASES = {
     # Clip (ReLU6) and LeakyRelu have no layout rule in TVM: rewritten as maximum/minimum, they stay channels-last
     "relu6_leaky_channels_last": (lambda: _Chain(Conv(8, 16, 3, act="relu6"), Conv(16, 16, 3, groups=16, act="leaky"),
                                                  Conv(16, 8, 1, act="relu6")), (1, 8, 11, 9), {"conv2d", "depthwise"}),
+    # HardSwish and HardSigmoid (MobileNetV3), whose clips TVM's ONNX converters build from Python ints: channels-last
+    "relu6_hardswish_channels_last": (lambda: _Chain(Conv(8, 16, 3, act="hardswish"),
+                                                     Conv(16, 8, 1, act="hardsigmoid")), (1, 8, 11, 9), {"conv2d"}),
 }
 
 

@@ -149,8 +149,9 @@ def _loaded(expr) -> str | None:
 
 
 def _value(prim) -> float:
-    """A PrimValue's number (an ``IntImm``/``FloatImm``)."""
-    return float(prim.value)
+    """A PrimValue's number: an ``IntImm``/``FloatImm``, or already a Python number (TVM's ONNX HardSigmoid and
+    HardSwish converters build their clip from Python ints, which the FFI hands back as ints)."""
+    return float(getattr(prim, "value", prim))
 
 
 def _layouts(mod: tvm.IRModule) -> set[tuple[str, str]]:
