@@ -14,7 +14,7 @@ from .fallback import schedule_fallback
 from .fast_math import fast_math
 from .inplace import SUFFIX as INPLACE, use_inplace
 from .layout import channels_last, has_conv
-from .rewrites import strided_pointwise_conv
+from .rewrites import pad_conv_channels, strided_pointwise_conv
 from .templates import Knobs, schedule_anchor
 
 
@@ -169,11 +169,11 @@ def _fallback(func, target, info: CpuInfo, rules):
     return ("fallback", sch) if schedule_fallback(sch, info.lanes()) else (None, None)
 
 
-def prepare(mod: tvm.IRModule, target: tvm.target.Target, layout: str = "NHWC") -> tvm.IRModule:
+def prepare(mod: tvm.IRModule, target: tvm.target.Target, layout: str = "NHWC", lanes: int | None = None) -> tvm.IRModule:
     """The module right before scheduling: convs channels-last, legalized, fused, constant weights marked
-    layout-free. Tuning (neocompile.tuning) takes its kernels from here, so that its records match what this
-    pipeline schedules."""
-    return _legalize(_to_layout(fold_constants_numpy(mod), layout, KernelReport()), target)
+    layout-free; with ``lanes`` (``CpuInfo.lanes()``), convs padded to whole vectors of output channels. Tuning
+    (neocompile.tuning) takes its kernels from here, so that its records match what this pipeline schedules."""
+    return _legalize(_to_layout(fold_constants_numpy(mod), layout, KernelReport()), target, lanes)
 
 
 def _to_layout(mod: tvm.IRModule, layout: str, report: KernelReport) -> tvm.IRModule:
@@ -187,13 +187,15 @@ def _to_layout(mod: tvm.IRModule, layout: str, report: KernelReport) -> tvm.IRMo
     return mod
 
 
-def _legalize(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+def _legalize(mod: tvm.IRModule, target: tvm.target.Target, lanes: int | None = None) -> tvm.IRModule:
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
     # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
     mod = fast_math(mod)  # TVM's FastMathTransform, also for loops (calls between Relax functions)
     mod = strided_pointwise_conv(mod)
+    if lanes is not None and lanes > 1:
+        mod = pad_conv_channels(mod, lanes)
     mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
     before: dict[str, Any] = {}
     for func in _hand_kernels(mod).values():
@@ -261,7 +263,7 @@ def weight_steps(info: CpuInfo, report: KernelReport,
     templates run on the rest. ``layout`` "NHWC" first runs the convs channels-last (:mod:`.layout`)."""
 
     def legalize(mod: tvm.IRModule) -> tvm.IRModule:  # prepare(), after its numpy folding
-        return _legalize(mod, tvm.target.Target.current())
+        return _legalize(mod, tvm.target.Target.current(), info.lanes())
 
     def schedule(mod: tvm.IRModule) -> tvm.IRModule:
         if apply_records is not None:

@@ -46,6 +46,39 @@ def strided_pointwise_conv(mod: tvm.IRModule) -> tvm.IRModule:
     return rewrite_functions(_StridedPointwise, mod)
 
 
+def pad_conv_channels(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
+    """A conv whose output channels are not a whole number of vectors (ShuffleNetV2's 58, 116 and 232 on AVX2) runs
+    with its constant weights padded with zero filters to the next multiple of ``lanes``, and the extra channels
+    sliced off its output: the templates then tile and pack it like any other (a 58->58 1x1 conv at 28x28 ran
+    unpacked, one scalar column at a time: 0.99 ms, onnxruntime 0.08 ms). The slice is fused into the conv's
+    kernel as part of its epilogue."""
+    import numpy as np
+
+    @mutator
+    class _PadChannels(PyExprMutator):
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = super().visit_call_(call)
+            if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+                return call
+            attrs, weight = call.attrs, call.args[1]
+            layout = str(attrs.data_layout)
+            if (type(weight).__name__ not in ("Constant", "GenericConst") or int(attrs.groups) != 1 or str(attrs.kernel_layout) != "OIHW"
+                    or layout not in ("NCHW", "NHWC") or str(attrs.out_layout) != layout
+                    or str(weight.ty.dtype) != "float32"):
+                return call
+            value = weight.value.numpy()
+            out = value.shape[0]
+            if out < lanes or out % lanes == 0:
+                return call
+            padded = np.concatenate([value, np.zeros((-out % lanes, *value.shape[1:]), value.dtype)])
+            conv = self.builder_.emit(relax.op.nn.conv2d(
+                call.args[0], relax.const(padded), strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation,
+                groups=1, data_layout=layout, kernel_layout="OIHW", out_layout=layout, out_dtype=attrs.out_dtype))
+            return relax.op.strided_slice(conv, axes=[layout.index("C")], begin=[0], end=[out])
+
+    return rewrite_functions(_PadChannels, mod)
+
+
 def rewrite_functions(mutator: type, mod: tvm.IRModule) -> tvm.IRModule:
     """Run a ``PyExprMutator`` class over every Relax function of ``mod``; the module it builds."""
     rewriter = mutator(mod)

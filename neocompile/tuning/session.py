@@ -78,11 +78,11 @@ class TuningSession:
             self.why_not = "not tuned: no time left for tuning within MaxRuntimeInSeconds"
             self.note(self.why_not)
             return
-        from ..cpu.pipeline import prepare
+        from ..cpu.pipeline import CpuInfo, prepare
         from .apply import target_key
 
         with tvm_target:
-            prepared = prepare(mod, tvm_target, self.layout)
+            prepared = prepare(mod, tvm_target, self.layout, CpuInfo.from_target(self.target).lanes())
         known = _WithPending(self.cache, [], self.note).hashes(target_key(tvm_target))
         trials = int(self.request["trials"])
         where = (f" on the device, RPC server {rpc['server']}" if rpc and "server" in rpc
