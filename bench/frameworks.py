@@ -9,6 +9,11 @@ file its framework writes and timed at 1 thread against that framework and onnxr
   NHWC 1x224x224x3); baselines TensorFlow (the SavedModel's serving signature) and onnxruntime (tf2onnx's export).
 - ``xgboost``: 100 trees of depth 6 trained on 10,000 rows x 20 features (XGBOOST, the JSON model file); baseline
   ``Booster.inplace_predict`` (nthread 1) on the same 10,000 rows.
+- ``torchvision_<name>``: model-zoo networks beyond the benchmark's own set (ShuffleNetV2's odd channel counts and
+  channel shuffle, EfficientNet's SiLU and squeeze-and-excitation, MobileNetV3's HardSwish, DenseNet's
+  concatenations, ConvNeXt's 7x7 depthwise convs and layer norms), with seeded random weights and non-trivial
+  BatchNorm statistics, exported with ``torch.onnx.export`` (ONNX, opset 17, 1x3x224x224); baselines torch (the traced
+  module) and onnxruntime (the ONNX file).
 
 ``python -m bench.frameworks build NAME FOLDER`` writes a source's files (archives, inputs, baselines' files) and a
 ``source.json`` describing them; ``python -m bench.frameworks latency REQUEST.json RESULT.json`` times them. Each
@@ -28,6 +33,12 @@ SOURCES = {
     "keras_mobilenet_v2": "Keras MobileNetV2 (SavedModel)",
     "xgboost": "XGBoost 100 trees x depth 6 (10,000 x 20)",
 }
+#: torchvision classification networks compiled from their ONNX export: name -> title.
+TORCHVISION = {
+    "shufflenet_v2_x1_0": "ShuffleNetV2 x1.0", "efficientnet_b0": "EfficientNet-B0",
+    "mobilenet_v3_large": "MobileNetV3-Large", "densenet121": "DenseNet-121", "convnext_tiny": "ConvNeXt-T",
+}
+SOURCES.update({f"torchvision_{name}": f"torchvision {title}" for name, title in TORCHVISION.items()})
 
 
 def _pack(folder: Path, name: str, files: dict[str, Path]) -> Path:
@@ -135,8 +146,38 @@ def build_xgboost(folder: Path) -> dict[str, Any]:
     }
 
 
+def build_torchvision(name: str, folder: Path) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from tests.torchvision_ops import declare_torchvision_ops
+
+    _keep = declare_torchvision_ops()  # noqa: F841  (torchvision beside the CPU build of torch)
+    import torchvision.models
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
+    torch.onnx.export(model, (x,), str(folder / "model.onnx"), input_names=["data"], opset_version=17, dynamo=False)
+    torch.jit.save(torch.jit.trace(model, (x,)), str(folder / "model.pth"))
+    np.savez(folder / "inputs.npz", data=x.numpy())
+    return {
+        "inputs": "inputs.npz", "reference": "torch",
+        "packages": {"neocompile (ONNX)": {"archive": _pack(folder, "onnx.tar.gz", {"model.onnx": folder / "model.onnx"}).name,
+                                           "framework": "ONNX", "data_input_config": {"data": [1, 3, 224, 224]}}},
+        "baselines": {"torch": {"kind": "torchscript", "file": "model.pth"},
+                      "onnxruntime": {"kind": "onnxruntime", "file": "model.onnx"}},
+    }
+
+
 BUILDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "bert_minilm": build_bert_minilm, "keras_mobilenet_v2": build_keras_mobilenet_v2, "xgboost": build_xgboost,
+    **{f"torchvision_{name}": (lambda folder, name=name: build_torchvision(name, folder)) for name in TORCHVISION},
 }
 
 
