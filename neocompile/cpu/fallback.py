@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tvm import s_tir
+from tvm.tirx.analysis import undefined_vars
 
 REDUCE = 2  # tirx.IterVar.CommReduce
+PARTITION = "pragma_loop_partition_hint"  # as templates.PARTITION: LoopPartition splits the loop at its conditions
 
 
 def schedule_fallback(sch: s_tir.Schedule, lanes: int) -> int:
@@ -34,6 +36,24 @@ def vectorize_innermost(sch: s_tir.Schedule, block: Any) -> None:
         sch.vectorize(loops[-1])
     except Exception:  # noqa: BLE001 - a reduction or a non-vectorizable innermost loop stays scalar
         pass
+
+
+def _selects_along(block: Any, var: Any) -> bool:
+    """Whether ``block`` picks its value by a condition on ``var`` (``if_then_else(c < 64, A[..], B[..])``: a
+    concatenation along the innermost axis, channels-last). Its vector loop is then split at the inputs' boundaries
+    (LoopPartition, :data:`PARTITION`), each part a plain vectorized copy: with the selects, every element evaluated
+    one per input (DenseNet-121's concatenations of up to 25 inputs with their batch norm and ReLU: 55 of 125 ms)."""
+    def visit(node: Any) -> bool:
+        if type(node).__name__ == "Call":
+            if str(getattr(node.op, "name", "")).endswith("if_then_else") and \
+                    any(v.same_as(var) for v in undefined_vars(node.args[0])):
+                return True
+            return any(visit(arg) for arg in node.args)
+        return any(visit(getattr(node, field)) for field in ("a", "b", "value", "condition", "true_value",
+                                                              "false_value") if hasattr(node, field))
+
+    body = block.body
+    return type(body).__name__ == "BufferStore" and visit(body.value)
 
 
 def _inline_all(sch: s_tir.Schedule, root: Any) -> None:
@@ -80,6 +100,8 @@ def schedule_block(sch: s_tir.Schedule, block: Any, lanes: int) -> bool:
                 pass
         if not outer:
             outer = [rest]
+        elif not reduce and _selects_along(sch.get(block), ivs[n_spatial - 1].var):
+            sch.annotate(rest, PARTITION, 1)
     elif e_inner is not None and 1 < e_inner <= 4 * lanes and not reduce:
         vector = inner  # short rows (7, 14, 49): one (odd-sized) vector each
     elif not outer:
