@@ -66,6 +66,17 @@ class _Chain(torch.nn.Sequential):
     pass
 
 
+class Dilated(torch.nn.Module):
+    """DeepLabV3's ASPP branches: 3x3 convs at several rates side by side, summed."""
+
+    def __init__(self, channels, rates):
+        super().__init__()
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(channels, 16, 3, padding=r, dilation=r) for r in rates)
+
+    def forward(self, x):
+        return sum(torch.relu(conv(x)) for conv in self.convs)
+
+
 class SqueezeExcite(torch.nn.Module):
     """EfficientNet's block tail: a conv with SiLU, then its channels scaled by ``sigmoid(conv(relu(conv(mean))))``;
     the last conv, over one pixel, gets the scale of the whole map as its epilogue."""
@@ -130,6 +141,8 @@ CASES = {
     "conv3x3_stride2_pixel_rows": (lambda: Conv(16, 24, 3, stride=2), (2, 16, 13, 13), {"conv2d"}),
     "conv3x3_stride2_one_pixel": (lambda: Conv(32, 64, 3, stride=2), (3, 32, 2, 2), {"conv2d"}),
     "conv_one_pixel": (lambda: Conv(20, 36, 1, act=False), (2, 20, 1, 1), {"conv2d"}),
+    # rates 2 and 4 read the map, 9 and 12 only padding beyond the center tap (cut to 1x1 convs), over 7x9 pixels
+    "conv_dilated_rates_beyond_the_map": (lambda: Dilated(8, (2, 4, 9, 12)), (1, 8, 7, 9), {"conv2d"}),
     # a one-pixel conv whose epilogue scales a whole 23x19 map (squeeze-and-excitation)
     "conv_one_pixel_scales_a_map": (lambda: SqueezeExcite(40, 10), (1, 40, 23, 19), {"conv2d"}),
     "grouped_conv": (lambda: Conv(24, 36, 3, groups=4), (1, 24, 9, 9), {"depthwise"}),
@@ -677,3 +690,32 @@ def test_channels_last_concatenation_runs_each_input_as_its_own_loop():
     got = tvm.runtime.empty((1, 5, 3, sum(sizes)), "float32")
     tvm.tirx.build(tvm.IRModule({"main": func}), target=target)["main"](*map(tvm.runtime.tensor, arrays), got)
     np.testing.assert_array_equal(got.numpy(), np.maximum(np.concatenate(arrays, axis=3) * 1.5, 0))
+
+
+@pytest.mark.parametrize("rate, size, kernel, padding", [
+    (24, 16, (1, 1), [0, 0, 0, 0]),  # every outer tap reads padding only: the center tap alone
+    (12, 16, (3, 3), [12, 12, 12, 12]),  # each outer tap reads the map for some outputs: unchanged
+    (6, (4, 16), (1, 3), [0, 6, 0, 6]),  # dead along the 4-row height only
+])
+def test_dilated_conv_taps_that_read_only_padding_are_cut(rate, size, kernel, padding):
+    """A dilated conv's taps that read padding for every output position only ever add zeros: cut, with the padding
+    reduced to keep the output's size and values (DeepLabV3's ASPP at rates 24 and 36 over a 16x16 map)."""
+    from tvm import relax
+
+    from neocompile.cpu.rewrites import dead_taps
+
+    height, width = (size, size) if isinstance(size, int) else size
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, height, width, 4), "float32"))
+    weight = np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype("float32")
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, relax.const(weight), padding=rate, dilation=rate,
+                                                    data_layout="NHWC", out_layout="NHWC"))
+        bb.emit_func_output(out)
+    mod = dead_taps(bb.get())
+    conv = next(b.value for b in mod["main"].body.blocks[0].bindings if getattr(b.value.op, "name", "") == "relax.nn.conv2d")
+    assert tuple(int(d) for d in conv.args[1].ty.shape.values[2:]) == kernel
+    assert [int(p) for p in conv.attrs.padding] == padding
+    assert [int(d) for d in conv.ty.shape.values] == [1, height, width, 8]  # the same output shape
+

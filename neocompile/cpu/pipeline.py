@@ -14,7 +14,7 @@ from .fallback import schedule_fallback
 from .fast_math import fast_math
 from .inplace import SUFFIX as INPLACE, use_inplace
 from .layout import channels_last, has_conv
-from .rewrites import pad_conv_channels, strided_pointwise_conv
+from .rewrites import dead_taps, pad_conv_channels, strided_pointwise_conv
 from .templates import Knobs, schedule_anchor
 
 
@@ -193,7 +193,7 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target, lanes: int | None = 
     # exp/erf/tanh/softmax as vectorizable polynomials (TOPI's fast_* forms); the libm calls they replace
     # are scalar and made a BERT FFN's GELU epilogue cost as much as its matmul.
     mod = fast_math(mod)  # TVM's FastMathTransform, also for loops (calls between Relax functions)
-    mod = strided_pointwise_conv(mod)
+    mod = strided_pointwise_conv(dead_taps(mod))
     if lanes is not None and lanes > 1:
         mod = pad_conv_channels(mod, lanes)
     mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
