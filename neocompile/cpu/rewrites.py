@@ -58,13 +58,14 @@ def pad_conv_channels(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
     class _PadChannels(PyExprMutator):
         def visit_call_(self, call: relax.Call) -> relax.Expr:
             call = super().visit_call_(call)
-            if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+            if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) \
+                    or call.op.name != "relax.nn.conv2d":
                 return call
             attrs, weight = call.attrs, call.args[1]
             layout = str(attrs.data_layout)
-            if (type(weight).__name__ not in ("Constant", "GenericConst") or int(attrs.groups) != 1 or str(attrs.kernel_layout) != "OIHW"
-                    or layout not in ("NCHW", "NHWC") or str(attrs.out_layout) != layout
-                    or str(weight.ty.dtype) != "float32"):
+            if (type(weight).__name__ not in ("Constant", "GenericConst") or int(attrs.groups) != 1
+                    or str(attrs.kernel_layout) != "OIHW" or layout not in ("NCHW", "NHWC")
+                    or str(attrs.out_layout) != layout or str(weight.ty.dtype) != "float32"):
                 return call
             value = weight.value.numpy()
             out = value.shape[0]

@@ -126,7 +126,10 @@ def _fold_round(graph: Any, known: dict[str, np.ndarray], static: dict[str, tupl
             shape = static.get(node.input[0]) if node.input else None
             values = None if shape is None else [_shape_value(node, shape)]
         elif all(not name or name in known for name in node.input):
-            values = _evaluate(node, [known[name] if name else None for name in node.input], opset)
+            inputs = [known[name] if name else None for name in node.input]
+            if _output_elements(node, inputs) > MAX_ELEMENTS:
+                continue  # never materialized: a mask or a broadcast of the data's size
+            values = _evaluate(node, inputs, opset)
         else:
             continue
         if values is None or len(values) != 1 or values[0].size > MAX_ELEMENTS:
@@ -137,6 +140,24 @@ def _fold_round(graph: Any, known: dict[str, np.ndarray], static: dict[str, tupl
         known[name] = values[0]
         folded += 1
     return folded
+
+
+def _output_elements(node: Any, inputs: list[np.ndarray | None]) -> int:
+    """An upper bound of the elements ``node`` would make, for the operators whose output size comes from their
+    input values rather than their input sizes (checked before anything is allocated); 0 for the others."""
+    try:
+        if node.op_type == "ConstantOfShape":
+            return _elements(inputs[0].reshape(-1).tolist())
+        if node.op_type == "Expand":
+            return _elements(np.broadcast_shapes(inputs[0].shape, tuple(int(d) for d in inputs[1].reshape(-1))))
+        if node.op_type == "Tile":
+            return inputs[0].size * _elements(inputs[1].reshape(-1).tolist())
+        if node.op_type == "Range":
+            start, limit, delta = (float(v.reshape(-1)[0]) for v in inputs[:3])
+            return max(0, int(np.ceil((limit - start) / delta))) if delta else MAX_ELEMENTS + 1
+    except (ValueError, TypeError, IndexError, AttributeError, OverflowError):
+        return MAX_ELEMENTS + 1  # malformed: left for TVM (and its error) to meet
+    return 0
 
 
 def _shape_value(node: Any, shape: tuple[int, ...]) -> np.ndarray:

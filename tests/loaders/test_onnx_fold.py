@@ -125,3 +125,26 @@ def test_the_batch_given_is_the_one_folded(shape):
     fold_shapes(model, {"x": shape})
     target = next(numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.output[0] == "target")
     assert target.tolist() == [shape[0], -1]
+
+
+def test_values_sized_by_their_inputs_are_bounded_before_they_are_made(monkeypatch):
+    """ConstantOfShape, Expand, Tile and Range make outputs sized by their input *values*: one asking for 10**10
+    elements (a hostile file, or a mask of the data's size) is never evaluated."""
+    from neocompile.loaders import onnx_fold
+
+    evaluated = []
+    real = onnx_fold._evaluate
+    monkeypatch.setattr(onnx_fold, "_evaluate", lambda node, *a: evaluated.append(node.op_type) or real(node, *a))
+    huge = [100000, 100000]
+    nodes = [_const("shape", huge), _const("one", [1]), _const("reps", huge),
+             _const("start", 0), _const("limit", 10**10), _const("delta", 1),
+             helper.make_node("ConstantOfShape", ["shape"], ["filled"]),
+             helper.make_node("Expand", ["one", "shape"], ["expanded"]),
+             helper.make_node("Tile", ["one", "reps"], ["tiled"]),
+             helper.make_node("Range", ["start", "limit", "delta"], ["range"])]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.INT64, None) for n in ("expanded", "tiled", "range")]
+    graph = helper.make_graph(nodes, "huge", [], outputs + [helper.make_tensor_value_info("filled", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert fold_shapes(model, {}) == 0
+    assert {"ConstantOfShape", "Expand", "Tile", "Range"} <= {n.op_type for n in model.graph.node}
+    assert set(evaluated) == {"Constant"}, evaluated  # only the graph's own small constants were read
