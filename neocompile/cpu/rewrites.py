@@ -1,6 +1,8 @@
 """Graph rewrites before legalization that give the kernel templates a better-shaped operator."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -14,11 +16,28 @@ def _ints(values) -> list[int] | None:
         return None
 
 
+def _is_conv2d(expr: relax.Expr) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.nn.conv2d"
+
+
+def _constant_conv(call: relax.Expr) -> tuple[Any, Any, str] | None:
+    """A conv2d's attributes, its constant OIHW weights (the Relax constant) and its data layout, NCHW or NHWC (the
+    output's too); None for any other call."""
+    if not _is_conv2d(call):
+        return None
+    attrs, weight = call.attrs, call.args[1]
+    layout = str(attrs.data_layout)
+    if (type(weight).__name__ not in ("Constant", "GenericConst") or str(attrs.kernel_layout) != "OIHW"
+            or layout not in ("NCHW", "NHWC") or str(attrs.out_layout) != layout):
+        return None
+    return attrs, weight, layout
+
+
 @mutator
 class _StridedPointwise(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        if not _is_conv2d(call):
             return call
         attrs = call.attrs
         strides, padding, dilation = _ints(attrs.strides), _ints(attrs.padding), _ints(attrs.dilation)
@@ -58,15 +77,10 @@ def pad_conv_channels(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
     class _PadChannels(PyExprMutator):
         def visit_call_(self, call: relax.Call) -> relax.Expr:
             call = super().visit_call_(call)
-            if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) \
-                    or call.op.name != "relax.nn.conv2d":
+            conv = _constant_conv(call)
+            if conv is None or int(conv[0].groups) != 1 or str(conv[1].ty.dtype) != "float32":
                 return call
-            attrs, weight = call.attrs, call.args[1]
-            layout = str(attrs.data_layout)
-            if (type(weight).__name__ not in ("Constant", "GenericConst") or int(attrs.groups) != 1
-                    or str(attrs.kernel_layout) != "OIHW" or layout not in ("NCHW", "NHWC")
-                    or str(attrs.out_layout) != layout or str(weight.ty.dtype) != "float32"):
-                return call
+            attrs, weight, layout = conv
             value = weight.value.numpy()
             out = value.shape[0]
             if out < lanes or out % lanes == 0:
@@ -91,16 +105,14 @@ def _live_taps(size: int, out: int, kernel: int, stride: int, dilation: int, bef
 class _DeadTaps(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        conv = _constant_conv(call)
+        if conv is None:
             return call
-        attrs, weight = call.attrs, call.args[1]
-        layout = str(attrs.data_layout)
+        attrs, weight, layout = conv
         strides, padding, dilation = _ints(attrs.strides), _ints(attrs.padding), _ints(attrs.dilation)
         data = call.args[0].ty
         shape = _ints(data.shape.values) if isinstance(data, relax.TensorType) and data.shape is not None else None
-        if (type(weight).__name__ not in ("Constant", "GenericConst") or str(attrs.kernel_layout) != "OIHW"
-                or layout not in ("NCHW", "NHWC") or None in (strides, padding, dilation, shape) or len(shape) != 4
-                or max(dilation) < 2):
+        if None in (strides, padding, dilation, shape) or len(shape) != 4 or max(dilation) < 2:
             return call
         value = weight.value.numpy()
         sizes = [shape[layout.index("H")], shape[layout.index("W")]]
@@ -120,7 +132,7 @@ class _DeadTaps(PyExprMutator):
         return relax.op.nn.conv2d(call.args[0], relax.const(kept), strides=strides, padding=[top, left, bottom, right],
                                   dilation=[d if k > 1 else 1 for d, k in zip(dilation, kept.shape[2:])],
                                   groups=int(attrs.groups), data_layout=layout, kernel_layout="OIHW",
-                                  out_layout=str(attrs.out_layout), out_dtype=attrs.out_dtype)
+                                  out_layout=layout, out_dtype=attrs.out_dtype)
 
 
 def dead_taps(mod: tvm.IRModule) -> tvm.IRModule:
