@@ -8,7 +8,12 @@ from tvm import s_tir
 from tvm.tirx.analysis import undefined_vars
 
 REDUCE = 2  # tirx.IterVar.CommReduce
-PARTITION = "pragma_loop_partition_hint"  # as templates.PARTITION: LoopPartition splits the loop at its conditions
+#: The hint for TVM's LoopPartition pass to split a loop at the conditions inside it: a template's row-tile loop whose
+#: last tile is partial (the full tiles and the tail as two loops; left as one, the tail's predicate sits on every
+#: accumulator update and LLVM keeps the predicated rows in memory, 2x slower), a concatenation's vector loop here.
+#: It only reaches LoopPartition in a function that indexes in int32 (``pipeline._legalize`` narrows them):
+#: NarrowDataType renames an int64 loop variable at build time but not the hint's.
+PARTITION = "pragma_loop_partition_hint"
 
 
 def schedule_fallback(sch: s_tir.Schedule, lanes: int) -> int:

@@ -215,7 +215,7 @@ def _legalize(mod: tvm.IRModule, target: tvm.target.Target, lanes: int | None = 
 
 def _narrow_indices(mod: tvm.IRModule) -> tvm.IRModule:
     """Index every kernel whose buffers all have static shapes under 2**31 elements in int32 (as NarrowDataType
-    would at build time anyway): the loop hint the templates place (``templates.PARTITION``) only reaches
+    would at build time anyway): the loop hint the templates place (``fallback.PARTITION``) only reaches
     LoopPartition when no int64 loop variable is renamed on the way."""
     narrow = tvm.tirx.transform.ForceNarrowIndexToInt32()
     small = [(gv, func) for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and _fits_int32(func)]

@@ -36,15 +36,9 @@ from typing import Any
 from tvm import DataType, s_tir, tirx
 from tvm.tirx.analysis import undefined_vars
 
-from .fallback import schedule_block, vectorize_innermost
+from .fallback import PARTITION, schedule_block, vectorize_innermost
 
 PREPROC = "meta_schedule.layout_rewrite_preproc"
-#: The row-tile loop of a tile whose last row tile is partial carries this hint: TVM's LoopPartition pass then runs
-#: the full tiles and the tail as two loops. Left as one, the tail's predicate sits on every accumulator update and
-#: LLVM keeps the predicated rows in memory (2x slower). The hint only reaches LoopPartition in a function that
-#: indexes in int32 (``pipeline._legalize`` narrows them): NarrowDataType renames an int64 loop variable at build
-#: time but not the hint's.
-PARTITION = "pragma_loop_partition_hint"
 _UNROLL_TAPS = 5  # depthwise windows up to 5x5 are unrolled whole under the register tile
 _BAND_MAX, _BAND_TASKS = 8, 8  # a channels-last depthwise conv's band of output rows per task (_band)
 _BAND_SCRATCH_BYTES = 400 * 1024  # ... whose padded input rows stay within this, in L2 (_band_fitting)
